@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+// The tsserve command: up, validate, status.
+import { parseArgs } from 'node:util';
+import { ConfigError, load } from './config';
+import { up } from './server';
+import { render, type Status } from './status';
+import { log } from './log';
+
+const usage = `Usage:
+  tsserve up [file] [--port N] [--host H]   serve file (default ./serve.yaml); Ctrl-C drains and exits
+  tsserve validate [file]                   check file; prints each error with its path, exits 1 if invalid
+  tsserve status [--address URL] [--json]   show applications, deployments and replicas (default http://127.0.0.1:8000)
+`;
+
+type Out = (s: string) => void;
+
+export async function main(argv: string[], out: Out = (s) => process.stdout.write(s), err: Out = (s) => process.stderr.write(s)): Promise<number> {
+    let parsed;
+    try {
+        parsed = parseArgs({
+            args: argv, allowPositionals: true, strict: true,
+            options: { port: { type: 'string' }, host: { type: 'string' }, address: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }
+        });
+    }
+    catch (e) {
+        err(`${(e as Error).message}\n${usage}`);
+        return 2;
+    }
+    const { values, positionals: [command, file = 'serve.yaml'] } = parsed;
+    if (values.help) {
+        out(usage);
+        return 0;
+    }
+    try {
+        switch (command) {
+            case 'validate': {
+                const config = load(file);
+                const n = config.applications.reduce((a, app) => a + app.deployments.length, 0);
+                out(`${file} is valid: ${config.applications.length} application(s), ${n} deployment(s)\n`);
+                return 0;
+            }
+            case 'up': {
+                const port = values.port === undefined ? undefined : Number(values.port);
+                if (port !== undefined && !(/^\d+$/.test(values.port as string) && port < 65536)) {
+                    err(`--port must be an integer from 0 to 65535, got "${values.port}"\n`);
+                    return 2;
+                }
+                const app = await up(file, { port, host: values.host });
+                return await new Promise<number>((resolve) => {
+                    const onSignal = (signal: string) => {
+                        log.info(`${signal} received`);
+                        app.stop().then(() => resolve(0));
+                    };
+                    process.once('SIGINT', onSignal);
+                    process.once('SIGTERM', onSignal);
+                });
+            }
+            case 'status': {
+                const address = values.address ?? 'http://127.0.0.1:8000';
+                let res: Response;
+                try {
+                    res = await fetch(`${address}/-/status`);
+                }
+                catch (e) {
+                    err(`cannot reach tsserve at ${address}: ${((e as Error).cause as Error)?.message ?? (e as Error).message}\n`);
+                    return 1;
+                }
+                const body = await res.text();
+                let status: Status;
+                try {
+                    status = JSON.parse(body);
+                }
+                catch {
+                    err(`${address} is not a tsserve admin address: /-/status answered ${res.status} with ${JSON.stringify(body.slice(0, 80))}\n`);
+                    return 1;
+                }
+                out(values.json ? JSON.stringify(status, null, 2) + '\n' : render(status));
+                return 0;
+            }
+            default:
+                err(usage);
+                return 2;
+        }
+    }
+    catch (e) {
+        if (e instanceof ConfigError) {
+            err(e.message + '\n');
+            return 1;
+        }
+        throw e;
+    }
+}
+
+if (require.main === module) {
+    main(process.argv.slice(2)).then((code) => process.exit(code), (e: Error) => {
+        process.stderr.write(`tsserve: ${e.stack}\n`);
+        process.exit(1);
+    });
+}

@@ -1,0 +1,128 @@
+// Loads serve.yaml: parse (js-yaml), validate (schemas/serve), resolve paths, deep-freeze.
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import yaml from 'js-yaml';
+import * as Schemas from '../schemas/serve';
+import type { ServeConfig, DeploymentConfig } from '../schemas/serve';
+
+export interface ConfigIssue {
+    /** `applications[0].deployments[1].batching.max_batch_size`, or '' for the whole file */
+    path: string;
+    message: string;
+}
+
+export class ConfigError extends Error {
+    constructor(public readonly file: string, public readonly issues: ConfigIssue[]) {
+        super(`Invalid config ${file}:\n` + issues.map((i) => `  - ${i.path ? i.path + ': ' : ''}${i.message}`).join('\n'));
+        this.name = 'ConfigError';
+    }
+}
+
+/** The URL of a route: its application's prefix, then its own path. */
+export function joinPath(prefix: string, path: string): string {
+    return prefix === '/' ? path : prefix + path;
+}
+
+export function formatPath(parts: ReadonlyArray<string | number>): string {
+    return parts.map((p, i) => typeof p === 'number' ? `[${p}]` : (i ? '.' : '') + p).join('');
+}
+
+function deepFreeze<T>(value: T): T {
+    if (value && typeof value === 'object') {
+        for (const v of Object.values(value)) {
+            deepFreeze(v);
+        }
+        Object.freeze(value);
+    }
+    return value;
+}
+
+/** Rules that span fields: routes name existing deployments; an app has one ingress. */
+function crossCheck(config: ServeConfig): ConfigIssue[] {
+    const issues: ConfigIssue[] = [];
+    const urls = new Map<string, string>();
+    config.applications.forEach((app, a) => {
+        const names = new Set(app.deployments.map((d) => d.name));
+        for (const r of app.routes ?? [{ path: '/predict', method: 'POST' }]) {
+            const url = `${r.method} ${joinPath(app.route_prefix, r.path)}`;
+            const other = urls.get(url);
+            if (other !== undefined) {
+                issues.push({ path: formatPath(['applications', a, 'route_prefix']), message: `route ${url} is also served by application "${other}"` });
+            }
+            urls.set(url, app.name);
+        }
+        const ingress = app.deployments.filter((d) => d.ingress);
+        if (app.routes) {
+            app.routes.forEach((r, i) => {
+                if (!names.has(r.deployment)) {
+                    issues.push({ path: formatPath(['applications', a, 'routes', i, 'deployment']), message: `"${r.deployment}" is not a deployment of application "${app.name}" (expected one of: ${[...names].join(', ')})` });
+                }
+            });
+        }
+        else if (ingress.length > 1 || (ingress.length === 0 && app.deployments.length > 1)) {
+            issues.push({ path: formatPath(['applications', a, 'deployments']), message: 'an application without "routes" needs exactly one deployment, or exactly one with "ingress: true"' });
+        }
+    });
+    return issues;
+}
+
+/** Validates an already-parsed document; `base` is the folder that relative model paths resolve against. */
+export function validate(doc: unknown, base: string, file = '<inline>'): ServeConfig {
+    // A copy: validation fills defaults and freezes, and the caller's document stays theirs.
+    const { error, value } = Schemas.serve.validate(structuredClone(doc ?? {}), { abortEarly: false, convert: true });
+    if (error) {
+        throw new ConfigError(file, error.details.map((d) => ({ path: formatPath(d.path), message: d.message })));
+    }
+    const config = value as ServeConfig;
+    const issues = crossCheck(config);
+    config.applications.forEach((app, a) => app.deployments.forEach((d, i) => {
+        d.model.path = path.resolve(base, d.model.path);
+        if (!fs.statSync(d.model.path, { throwIfNoEntry: false })?.isFile()) {
+            issues.push({ path: formatPath(['applications', a, 'deployments', i, 'model', 'path']), message: `model file not found: ${d.model.path}` });
+        }
+    }));
+    if (issues.length) {
+        throw new ConfigError(file, issues);
+    }
+    return deepFreeze(config);
+}
+
+export function parse(text: string, base: string, file = '<inline>'): ServeConfig {
+    let doc: unknown;
+    try {
+        doc = yaml.load(text, { filename: file });
+    }
+    catch (err) {
+        throw new ConfigError(file, [{ path: '', message: `YAML syntax error: ${(err as Error).message}` }]);
+    }
+    return validate(doc, base, file);
+}
+
+export function load(file: string): ServeConfig {
+    const abs = path.resolve(file);
+    let text: string;
+    try {
+        text = fs.readFileSync(abs, 'utf8');
+    }
+    catch (err) {
+        throw new ConfigError(abs, [{ path: '', message: `cannot read file: ${(err as Error).message}` }]);
+    }
+    return parse(text, path.dirname(abs), abs);
+}
+
+/** JSON with sorted keys, so that the order fields were written in does not matter. */
+function canonical(value: unknown): string {
+    if (Array.isArray(value)) {
+        return `[${value.map(canonical).join(',')}]`;
+    }
+    if (value && typeof value === 'object') {
+        return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`).join(',')}}`;
+    }
+    return JSON.stringify(value);
+}
+
+/** A stable hash of one deployment's config: its version in status and in reloads. */
+export function version(d: DeploymentConfig): string {
+    return crypto.createHash('sha256').update(canonical(d)).digest('hex').slice(0, 12);
+}

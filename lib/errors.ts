@@ -1,0 +1,63 @@
+// The catalogue of request-time errors. Each has a stable code; codes are never reused.
+import Boom from '@hapi/boom';
+
+export const catalogue = {
+    BAD_REQUEST: { status: 400, message: 'Bad request' },
+    INVALID_JSON: { status: 400, message: 'Request body is not valid JSON' },
+    INVALID_BODY: { status: 400, message: 'Request body does not match the route\'s schema' },
+    INPUT_SHAPE_MISMATCH: { status: 400, message: 'Input has the wrong shape' },
+    INPUT_DTYPE_MISMATCH: { status: 400, message: 'Input has the wrong type' },
+    NOT_FOUND: { status: 404, message: 'No route' },
+    METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed' },
+    PAYLOAD_TOO_LARGE: { status: 413, message: 'Request body too large' },
+    UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported content type' },
+    INTERNAL: { status: 500, message: 'Internal error' },
+    MODEL_ERROR: { status: 500, message: 'The model failed on this input' },
+    REPLICA_CRASHED: { status: 500, message: 'The replica died twice while running this request' },
+    QUEUE_FULL: { status: 503, message: 'Deployment queue is full' },
+    REPLICA_UNAVAILABLE: { status: 503, message: 'No replica of this deployment is available' },
+    REQUEST_TIMEOUT: { status: 504, message: 'Request timed out' }
+} as const;
+
+export type ErrorCode = keyof typeof catalogue;
+
+/** A Boom error carrying its catalogue code (and optional details) in `data`. */
+export function fail(code: ErrorCode, message?: string, details?: Record<string, unknown>): Boom.Boom {
+    const entry = catalogue[code];
+    return new Boom.Boom(message ?? entry.message, { statusCode: entry.status, data: { code, ...details } });
+}
+
+const byStatus: Record<number, ErrorCode> = { 400: 'BAD_REQUEST', 404: 'NOT_FOUND', 405: 'METHOD_NOT_ALLOWED', 413: 'PAYLOAD_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE' };
+
+/** The one JSON error body every route returns: `{statusCode, error, message, code, details?}`. */
+export function shape(err: Boom.Boom): void {
+    // hapi's own errors carry other data (or none): only our `code` and details are shown.
+    const { code, ...details } = { ...(err.data as { code?: ErrorCode }) };
+    const payload = err.output.payload as unknown as Record<string, unknown>;
+    payload.code = code ?? (/payload JSON/.test(err.message) ? 'INVALID_JSON' : byStatus[err.output.statusCode] ?? 'INTERNAL');
+    if (code) {
+        // Boom hides 5xx messages; ours come from the catalogue or a model's own error, and are meant for the client.
+        payload.message = err.message;
+    }
+    if (Object.keys(details).length) {
+        payload.details = details;
+    }
+    if (err.output.statusCode === 503) {
+        err.output.headers['Retry-After'] = '1';
+    }
+}
+
+/** Errors that cross the replica boundary travel as plain data. */
+export interface WireError {
+    code: ErrorCode;
+    message: string;
+    details?: Record<string, unknown>;
+}
+
+export function toWire(err: unknown): WireError {
+    return { code: 'MODEL_ERROR', message: (err as Error).message };
+}
+
+export function fromWire(w: WireError): Boom.Boom {
+    return fail(w.code, w.message, w.details);
+}

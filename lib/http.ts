@@ -1,0 +1,93 @@
+// The HTTP front door (hapi): model routes dispatched through the controller's route table, admin routes, docs.
+// Model routes go through one catch-all route, because hapi cannot remove a route and serve.yaml can.
+import fs from 'node:fs';
+import path from 'node:path';
+import Hapi from '@hapi/hapi';
+import Boom from '@hapi/boom';
+import { fail, shape } from './errors';
+import { document } from './openapi';
+import type { Controller } from './controller';
+
+export interface HttpOptions {
+    host: string;
+    port: number;
+    requestTimeoutMs: number;
+    maxBytes: number;
+}
+
+const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
+const swaggerFiles: Record<string, string> = {
+    'swagger-ui.css': 'text/css',
+    'swagger-ui-bundle.js': 'application/javascript',
+    'favicon-32x32.png': 'image/png'
+};
+
+const docsPage = `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>tsserve API</title><link rel="icon" href="/docs/favicon-32x32.png"><link rel="stylesheet" href="/docs/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div><script src="/docs/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui' });</script></body>
+</html>`;
+
+export function createServer(controller: Controller, options: HttpOptions): Hapi.Server {
+    const server = Hapi.server({ host: options.host, port: options.port, router: { stripTrailingSlash: true } });
+
+    server.ext('onPreResponse', (request, h) => {
+        const response = request.response;
+        if (Boom.isBoom(response)) {
+            shape(response);
+        }
+        return h.continue;
+    });
+
+    server.route([
+        { method: 'GET', path: '/-/healthz', handler: () => ({ status: 'ok' }) },
+        {
+            method: 'GET', path: '/-/ready', handler: () => {
+                if (!controller.ready) {
+                    throw fail('REPLICA_UNAVAILABLE', 'not every deployment has a ready replica; see /-/status');
+                }
+                return { ready: true };
+            }
+        },
+        { method: 'GET', path: '/-/status', handler: () => controller.status() },
+        { method: 'GET', path: '/openapi.json', handler: (request) => document(controller, `${request.server.info.protocol}://${request.info.host}`) },
+        { method: 'GET', path: '/docs', handler: (request, h) => h.response(docsPage).type('text/html') },
+        {
+            method: 'GET', path: '/docs/{file}', handler: (request, h) => {
+                const file = String(request.params.file);
+                const type = swaggerFiles[file];
+                if (!type) {
+                    throw fail('NOT_FOUND', `no file /docs/${file}`);
+                }
+                return h.response(fs.readFileSync(path.join(swaggerDir, file))).type(type).header('cache-control', 'public, max-age=86400');
+            }
+        },
+        {
+            method: '*',
+            path: '/{path*}',
+            options: { payload: { parse: true, output: 'data', maxBytes: options.maxBytes, allow: ['application/json', 'application/octet-stream'] } },
+            handler: async (request, h) => {
+                const byMethod = controller.routes.get(request.path);
+                const method = request.method.toUpperCase();
+                if (!byMethod) {
+                    throw fail('NOT_FOUND', `no route ${method} ${request.path}; see /openapi.json`);
+                }
+                const route = byMethod.get(method);
+                if (!route) {
+                    const allow = [...byMethod.keys()].join(', ');
+                    const err = fail('METHOD_NOT_ALLOWED', `${request.path} takes ${allow}`);
+                    err.output.headers.Allow = allow;
+                    throw err;
+                }
+                // hapi's 'disconnect' fires only while the body is still arriving; a client that hangs up
+                // while its request waits in the queue closes the response before it is written.
+                const abort = new AbortController();
+                request.raw.res.once('close', () => request.raw.res.writableEnded || abort.abort());
+                const body = await route.deployment.handle({ payload: request.payload, headers: request.headers as Record<string, string> }, options.requestTimeoutMs, abort.signal);
+                return h.response(body).type('application/json');
+            }
+        }
+    ]);
+    return server;
+}

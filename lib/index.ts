@@ -1,0 +1,5 @@
+// The public API: what a program embedding tsserve imports.
+export { load, parse, validate, ConfigError } from './config';
+export { up, type Appliance, type UpOptions } from './server';
+export { Controller } from './controller';
+export type { Handler, Signature, Tensor, Feeds } from '../handlers/handler';

@@ -1,0 +1,124 @@
+// The OpenAPI 3 document, generated from the route table and each deployment's real model signature.
+import type Joi from 'joi';
+import { catalogue } from './errors';
+import type { Controller } from './controller';
+
+type JsonSchema = Record<string, unknown>;
+
+interface Description {
+    type: string;
+    flags?: { presence?: string; description?: string; only?: boolean };
+    keys?: Record<string, Description>;
+    items?: Description[];
+    matches?: Array<{ schema: Description }>;
+    rules?: Array<{ name: string; args?: { limit?: number } }>;
+    allow?: unknown[];
+}
+
+/** Converts a joi description to JSON Schema, for the subset that handler schemas use. */
+export function toJsonSchema(d: Description): JsonSchema {
+    const out: JsonSchema = {};
+    const rule = (name: string) => d.rules?.find((r) => r.name === name);
+    switch (d.type) {
+        case 'object': {
+            out.type = 'object';
+            out.properties = Object.fromEntries(Object.entries(d.keys ?? {}).map(([k, v]) => [k, toJsonSchema(v)]));
+            const required = Object.entries(d.keys ?? {}).filter(([, v]) => v.flags?.presence === 'required').map(([k]) => k);
+            if (required.length) {
+                out.required = required;
+            }
+            break;
+        }
+        case 'array': {
+            out.type = 'array';
+            out.items = d.items?.[0] ? toJsonSchema(d.items[0]) : {};
+            const length = rule('length')?.args?.limit;
+            if (length !== undefined) {
+                out.minItems = out.maxItems = length;
+            }
+            break;
+        }
+        case 'number':
+            out.type = rule('integer') ? 'integer' : 'number';
+            break;
+        case 'alternatives':
+            out.oneOf = d.matches?.map((m) => toJsonSchema(m.schema));
+            break;
+        case 'string':
+        case 'boolean':
+            out.type = d.type;
+            if (d.flags?.only) {
+                out.enum = d.allow;
+            }
+            break;
+    }
+    if (d.flags?.description) {
+        out.description = d.flags.description;
+    }
+    return out;
+}
+
+const fromJoi = (schema: Joi.Schema): JsonSchema => toJsonSchema(schema.describe() as Description);
+
+const errorSchema: JsonSchema = {
+    type: 'object',
+    required: ['statusCode', 'error', 'message', 'code'],
+    properties: {
+        statusCode: { type: 'integer' },
+        error: { type: 'string' },
+        message: { type: 'string' },
+        code: { type: 'string', enum: Object.keys(catalogue) },
+        details: { type: 'object' }
+    }
+};
+
+const errorResponse = (description: string) => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } });
+
+export function document(controller: Controller, serverUrl: string): JsonSchema {
+    const paths: Record<string, Record<string, unknown>> = {};
+    for (const [path, byMethod] of controller.routes) {
+        for (const route of byMethod.values()) {
+            const dep = route.deployment;
+            const sig = dep.signature;
+            const h = dep.handler;
+            const op: Record<string, unknown> = {
+                operationId: `${route.app}.${dep.config.name}.${route.method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+/g, '_')}`,
+                summary: `${dep.config.handler} handler for deployment "${dep.config.name}" of application "${route.app}"`,
+                tags: [route.app],
+                responses: {
+                    200: { description: 'Model outputs', content: { 'application/json': { schema: sig ? fromJoi(h.responseSchema(sig)) : { type: 'object' } } } },
+                    400: errorResponse('Malformed body, or inputs of the wrong shape or type'),
+                    404: errorResponse('No such route'),
+                    413: errorResponse('Body too large'),
+                    500: errorResponse('The model failed'),
+                    503: errorResponse('Queue full or no replica ready (see Retry-After)'),
+                    504: errorResponse('No answer within request_timeout_s')
+                }
+            };
+            op.parameters = [{
+                name: 'Inference-Header-Content-Length', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
+                description: 'with an application/octet-stream body: the length of its JSON header'
+            }];
+            op.requestBody = {
+                required: true,
+                content: {
+                    'application/json': sig ? { schema: fromJoi(h.requestSchema(sig)), example: h.example(sig) } : { schema: { type: 'object' } },
+                    'application/octet-stream': {
+                        schema: { type: 'string', format: 'binary', description: 'Open Inference Protocol binary tensors: a JSON header of Inference-Header-Content-Length bytes, then raw little-endian data' }
+                    }
+                }
+            };
+            if (!sig) {
+                op.description = 'The model signature is unknown until a replica of this deployment is ready.';
+            }
+            paths[path] = { ...paths[path], [route.method.toLowerCase()]: op };
+        }
+    }
+    return {
+        openapi: '3.0.3',
+        info: { title: 'tsserve', version: '0.1.0', description: 'Model endpoints declared in serve.yaml. Admin routes live under /-/.' },
+        servers: [{ url: serverUrl }],
+        paths,
+        components: { schemas: { Error: errorSchema } }
+    };
+}

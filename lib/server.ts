@@ -1,0 +1,42 @@
+// The running appliance: serve.yaml -> controller -> HTTP listener, and a graceful exit on SIGTERM/SIGINT.
+import type Hapi from '@hapi/hapi';
+import { load } from './config';
+import { Controller } from './controller';
+import { createServer } from './http';
+import { log } from './log';
+
+export interface UpOptions {
+    port?: number;
+    host?: string;
+}
+
+export interface Appliance {
+    controller: Controller;
+    server: Hapi.Server;
+    url: string;
+    stop(): Promise<void>;
+}
+
+/** Loads and validates the file (throws ConfigError before anything starts), then starts everything. */
+export async function up(file: string, overrides: UpOptions = {}): Promise<Appliance> {
+    const config = load(file);
+    const http = { ...config.http_options, ...Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) };
+    const controller = new Controller(config);
+    log.info(`starting ${config.applications.length} application(s) from ${file}`);
+    await controller.start();
+    const server = createServer(controller, {
+        host: http.host, port: http.port, requestTimeoutMs: http.request_timeout_s * 1000, maxBytes: Math.round(http.max_body_size_mb * 1024 * 1024)
+    });
+    await server.start();
+    const url = `http://${http.host}:${server.info.port}`;
+    log.info(`tsserve listening on ${url} (OpenAPI at ${url}/openapi.json, docs at ${url}/docs)`);
+    let stopping: Promise<void> | undefined;
+    const stop = () => stopping ??= (async () => {
+        const grace = Math.max(...[...controller.deployments.values()].map((d) => d.config.graceful_shutdown_timeout_s)) * 1000;
+        log.info(`shutting down: finishing requests in flight (up to ${grace / 1000}s)`);
+        await server.stop({ timeout: grace });
+        await controller.stop();
+        log.info('stopped');
+    })();
+    return { controller, server, url, stop };
+}

@@ -1,0 +1,67 @@
+// The replica process: loads the model and handler, then runs the batches its supervisor sends, one at a time.
+import { load, type Session } from './runtimes';
+import { resolve } from '../handlers';
+import { toWire } from './errors';
+import { dtype, size } from './tensor';
+import type { Feeds, Handler } from '../handlers/handler';
+import type { ToWorker, FromWorker, ReplicaSpec } from './replica';
+
+const spec = JSON.parse(process.env.TSSERVE_REPLICA as string) as ReplicaSpec;
+const send = (msg: FromWorker): void => {
+    process.send?.(msg);
+};
+
+/** One inference on zeros (symbolic dims as 1), so the first real request does not pay for lazy init. */
+function warmupFeeds(session: Session): Feeds {
+    return Object.fromEntries(session.signature.inputs.map((i) => {
+        const dims = i.dims.map((d) => typeof d === 'number' ? d : 1);
+        return [i.name, { type: i.type, data: new (dtype(i.type, i.name).ctor)(size(dims)), dims }];
+    }));
+}
+
+async function start(): Promise<{ session: Session; handler: Handler }> {
+    const session = await load(spec.model, spec.resources);
+    const handler = resolve(spec.handler);
+    await handler.reconfigure(spec.user_config);
+    try {
+        await session.run(warmupFeeds(session));
+    }
+    catch (err) {
+        console.log(`tsserve: replica ${spec.id}: warm-up inference failed (${(err as Error).message}); serving anyway`);
+    }
+    return { session, handler };
+}
+
+let chain = start().then((ready) => {
+    send({ type: 'ready', signature: ready.session.signature, backend: ready.session.backend, notice: ready.session.notice });
+    return ready;
+}, (err: Error) => {
+    send({ type: 'failed', message: err.message });
+    process.exit(1);
+});
+
+async function runBatch({ session, handler }: { session: Session; handler: Handler }, items: unknown[]): Promise<string[]> {
+    const feeds = await handler.preprocess(items, session.signature);
+    const outputs = await session.run(feeds);
+    const bodies = await handler.postprocess(outputs, items, session.signature);
+    return bodies.map((b) => JSON.stringify(b));
+}
+
+process.on('message', (msg: ToWorker) => {
+    if (msg.type === 'ping') {
+        send({ type: 'pong' });
+        return;
+    }
+    chain = chain.then(async (ready) => {
+        if (msg.type === 'batch') {
+            send(await runBatch(ready, msg.items).then((bodies) => ({ type: 'result', id: msg.id, bodies }), (err) => ({ type: 'result', id: msg.id, error: toWire(err) })));
+        }
+        else {
+            process.exit(0);
+        }
+        return ready;
+    });
+});
+
+// The supervisor is gone: nobody can receive our answers.
+process.on('disconnect', () => process.exit(0));

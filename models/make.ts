@@ -1,0 +1,36 @@
+// Writes the repo's generated example models.
+// Usage: node dist/models/make.js [outDir]   (default: <repo root>/models)
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { mlp } from './zoo';
+
+const MODELS: Record<string, () => Uint8Array> = {
+    'mlp.onnx': () => mlp(), // served by serve.yaml
+};
+
+/** Nearest ancestor of `from` (inclusive) that holds a package.json. */
+export function repoRoot(from: string = __dirname): string {
+    let dir = resolve(from);
+    while (!existsSync(join(dir, 'package.json'))) {
+        if (dirname(dir) === dir) {
+            throw new Error(`no package.json above ${from}`);
+        }
+        dir = dirname(dir);
+    }
+    return dir;
+}
+
+/** Writes every model into `dir` (atomically, so concurrent readers never see half a file); returns the paths. */
+export function writeModels(dir: string): string[] {
+    mkdirSync(dir, { recursive: true });
+    return Object.entries(MODELS).map(([file, make]) => {
+        const path = join(dir, file);
+        writeFileSync(`${path}.${process.pid}.tmp`, make());
+        renameSync(`${path}.${process.pid}.tmp`, path);
+        return path;
+    });
+}
+
+if (require.main === module) {
+    for (const path of writeModels(process.argv[2] ?? join(repoRoot(), 'models'))) console.log(`wrote ${path}`);
+}

@@ -1,0 +1,116 @@
+// The serve.yaml schema: the single source of truth for its fields and their defaults.
+// Field names follow Ray Serve's config file wherever the concept is the same.
+import Joi from 'joi';
+
+const name = Joi.string().pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/).max(64)
+    .messages({ 'string.pattern.base': '{{#label}} must start with a letter or digit and hold only letters, digits, "_", "." and "-"' });
+
+const urlPath = Joi.string().pattern(/^\/([A-Za-z0-9_.~-]+(\/[A-Za-z0-9_.~-]+)*)?$/)
+    .messages({ 'string.pattern.base': '{{#label}} must be a URL path such as "/" or "/a/b" (letters, digits, "_", ".", "~", "-"; no trailing or double "/")' });
+
+export const handlers = ['tensor'] as const;
+export const runtimes = ['onnx'] as const;
+
+export const model = Joi.object({
+    runtime: Joi.string().valid(...runtimes).default('onnx'),
+    path: Joi.string().required().description('model file, relative to serve.yaml')
+});
+
+export const batching = Joi.object({
+    max_batch_size: Joi.number().integer().min(1).max(65536).default(32)
+        .description('rows per batch (the first dimension of every input)'),
+    batch_wait_timeout_s: Joi.number().min(0).max(60).default(0.002)
+        .description('longest a queued request waits for its batch to fill while every replica is busy')
+});
+
+export const resources = Joi.object({
+    cpus: Joi.number().integer().min(1).max(256).default(1).description('ONNX Runtime intra-op threads per replica'),
+    gpus: Joi.number().integer().min(0).max(16).default(0).description('> 0 asks for the CUDA execution provider')
+});
+
+export const deployment = Joi.object({
+    name: name.required(),
+    handler: Joi.string().valid(...handlers).default('tensor'),
+    ingress: Joi.boolean().default(false),
+    model: model.required(),
+    num_replicas: Joi.number().integer().min(1).max(256).default(1),
+    max_ongoing_requests: Joi.number().integer().min(1).max(100000).default(64)
+        .description('requests (not rows) a replica may hold at once, across its batches'),
+    max_queued_requests: Joi.number().integer().min(0).max(1000000).default(256)
+        .description('requests waiting in the deployment queue; beyond this: 503 with Retry-After'),
+    batching: batching.default(),
+    resources: resources.default(),
+    graceful_shutdown_timeout_s: Joi.number().min(0).max(3600).default(20),
+    health_check_period_s: Joi.number().min(0.1).max(3600).default(10),
+    health_check_timeout_s: Joi.number().min(0.1).max(3600).default(30),
+    user_config: Joi.object().unknown(true).default({})
+});
+
+export const route = Joi.object({
+    path: urlPath.default('/predict'),
+    method: Joi.string().valid('POST', 'PUT').insensitive().uppercase().default('POST'),
+    deployment: name.required()
+});
+
+export const application = Joi.object({
+    name: name.required(),
+    route_prefix: urlPath.default((parent: { name: string }) => `/${parent.name}`),
+    deployments: Joi.array().items(deployment).min(1).unique('name').required(),
+    routes: Joi.array().items(route).min(1).unique((a, b) => a.path === b.path && a.method === b.method)
+});
+
+export const httpOptions = Joi.object({
+    host: Joi.string().hostname().default('127.0.0.1'),
+    port: Joi.number().port().default(8000),
+    request_timeout_s: Joi.number().min(0.001).max(3600).default(30),
+    max_body_size_mb: Joi.number().min(0.001).max(4096).default(64)
+});
+
+export const serve = Joi.object({
+    http_options: httpOptions.default(),
+    applications: Joi.array().items(application).min(1).required()
+        .unique('name').unique('route_prefix', { ignoreUndefined: true })
+});
+
+export type Runtime = typeof runtimes[number];
+export type HandlerName = typeof handlers[number];
+
+export interface ModelConfig {
+    runtime: Runtime;
+    /** absolute once loaded */
+    path: string;
+}
+
+export interface DeploymentConfig {
+    name: string;
+    handler: HandlerName;
+    ingress: boolean;
+    model: ModelConfig;
+    num_replicas: number;
+    max_ongoing_requests: number;
+    max_queued_requests: number;
+    batching: { max_batch_size: number; batch_wait_timeout_s: number };
+    resources: { cpus: number; gpus: number };
+    graceful_shutdown_timeout_s: number;
+    health_check_period_s: number;
+    health_check_timeout_s: number;
+    user_config: Record<string, unknown>;
+}
+
+export interface RouteConfig {
+    path: string;
+    method: 'POST' | 'PUT';
+    deployment: string;
+}
+
+export interface ApplicationConfig {
+    name: string;
+    route_prefix: string;
+    deployments: DeploymentConfig[];
+    routes?: RouteConfig[];
+}
+
+export interface ServeConfig {
+    http_options: { host: string; port: number; request_timeout_s: number; max_body_size_mb: number };
+    applications: ApplicationConfig[];
+}

@@ -50,8 +50,8 @@ export interface Handler<Item = unknown> {
     preprocess(items: Item[], sig: Signature): Feeds | Promise<Feeds>;
     /** replica process: the model's outputs back to one response body per item */
     postprocess(outputs: Feeds, items: Item[], sig: Signature): unknown[] | Promise<unknown[]>;
-    /** replica process: apply the deployment's user_config */
-    reconfigure(userConfig: Record<string, unknown>): void | Promise<void>;
+    /** replica process: apply the deployment's user_config (at start, and live on reload); throw if it is wrong */
+    reconfigure(userConfig: Record<string, unknown>, sig: Signature): void | Promise<void>;
 }
 
 /** The most rows a model takes in one run: its first input dim when that is fixed, else unbounded. */

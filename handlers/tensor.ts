@@ -142,6 +142,10 @@ function parseOip(body: unknown, sig: Signature, bytes?: (name: string, n: numbe
     return feeds;
 }
 
+// user_config: `outputs` limits the response to those model outputs. One replica process serves one deployment.
+const userConfigSchema = Joi.object({ outputs: Joi.array().items(Joi.string()).min(1).unique() });
+let options: { outputs?: string[] } = {};
+
 export const tensor: Handler<Item> = {
     requestSchema(sig) {
         const inputs = Joi.object(Object.fromEntries(sig.inputs.map((i) => [i.name, valueSchema(i).required()])));
@@ -191,7 +195,8 @@ export const tensor: Handler<Item> = {
         return Object.fromEntries(sig.inputs.map((i) => [i.name, concatRows(items.map((it) => it[i.name]), pad)]));
     },
 
-    postprocess(outputs, items, sig) {
+    postprocess(all, items, sig) {
+        const outputs = options.outputs ? Object.fromEntries(options.outputs.map((name) => [name, all[name]])) : all;
         const rows = items.reduce((n, it) => n + it[sig.inputs[0].name].dims[0], 0);
         const padded = Math.max(rows, fixedBatch(sig) ?? 0);
         let from = 0;
@@ -204,5 +209,15 @@ export const tensor: Handler<Item> = {
         });
     },
 
-    reconfigure() {}
+    reconfigure(userConfig, sig) {
+        const { error, value } = userConfigSchema.validate(userConfig);
+        if (error) {
+            throw new Error(`user_config of the tensor handler: ${error.message}`);
+        }
+        const unknown = (value.outputs ?? []).filter((o: string) => !sig.outputs.some((m) => m.name === o));
+        if (unknown.length) {
+            throw new Error(`user_config of the tensor handler: "outputs" names ${unknown.join(', ')}, not among the model's outputs (${sig.outputs.map((o) => o.name).join(', ')})`);
+        }
+        options = value;
+    }
 };

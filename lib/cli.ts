@@ -10,6 +10,7 @@ const usage = `Usage:
   tsserve up [file] [--port N] [--host H]   serve file (default ./serve.yaml); Ctrl-C drains and exits
   tsserve validate [file]                   check file; prints each error with its path, exits 1 if invalid
   tsserve status [--address URL] [--json]   show applications, deployments and replicas (default http://127.0.0.1:8000)
+  tsserve reload [--address URL]            re-read the served file now (as SIGHUP or a saved edit does)
 `;
 
 type Out = (s: string) => void;
@@ -53,29 +54,31 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
                     };
                     process.once('SIGINT', onSignal);
                     process.once('SIGTERM', onSignal);
+                    process.on('SIGHUP', () => app.watcher.reload('SIGHUP'));
                 });
             }
-            case 'status': {
+            case 'status':
+            case 'reload': {
                 const address = values.address ?? 'http://127.0.0.1:8000';
                 let res: Response;
                 try {
-                    res = await fetch(`${address}/-/status`);
+                    res = await fetch(`${address}/-/${command}`, { method: command === 'status' ? 'GET' : 'POST' });
                 }
                 catch (e) {
                     err(`cannot reach tsserve at ${address}: ${((e as Error).cause as Error)?.message ?? (e as Error).message}\n`);
                     return 1;
                 }
                 const body = await res.text();
-                let status: Status;
+                let answer: Status & { result?: string };
                 try {
-                    status = JSON.parse(body);
+                    answer = JSON.parse(body);
                 }
                 catch {
-                    err(`${address} is not a tsserve admin address: /-/status answered ${res.status} with ${JSON.stringify(body.slice(0, 80))}\n`);
+                    err(`${address} is not a tsserve admin address: /-/${command} answered ${res.status} with ${JSON.stringify(body.slice(0, 80))}\n`);
                     return 1;
                 }
-                out(values.json ? JSON.stringify(status, null, 2) + '\n' : render(status));
-                return 0;
+                out(values.json || command === 'reload' ? JSON.stringify(answer, null, 2) + '\n' : render(answer));
+                return answer.result === 'invalid' ? 1 : 0;
             }
             default:
                 err(usage);

@@ -14,8 +14,13 @@ export interface ConfigIssue {
 
 export class ConfigError extends Error {
     constructor(public readonly file: string, public readonly issues: ConfigIssue[]) {
-        super(`Invalid config ${file}:\n` + issues.map((i) => `  - ${i.path ? i.path + ': ' : ''}${i.message}`).join('\n'));
+        super(`Invalid config ${file}:\n` + issues.map((i) => `  - ${ConfigError.line(i)}`).join('\n'));
         this.name = 'ConfigError';
+    }
+
+    /** `path: message`, or the message alone for the whole file */
+    static line(i: ConfigIssue): string {
+        return `${i.path ? i.path + ': ' : ''}${i.message}`;
     }
 }
 
@@ -122,7 +127,14 @@ function canonical(value: unknown): string {
     return JSON.stringify(value);
 }
 
-/** A stable hash of one deployment's config: its version in status and in reloads. */
-export function version(d: DeploymentConfig): string {
-    return crypto.createHash('sha256').update(canonical(d)).digest('hex').slice(0, 12);
+const sha256 = (data: string | Buffer): string => crypto.createHash('sha256').update(data).digest('hex');
+
+/** The content of a model file, so that a file replaced in place is a new version. */
+export function fileDigest(file: string): string {
+    return sha256(fs.readFileSync(file));
+}
+
+/** A stable hash of one deployment's config and model: its version in status and in reloads. */
+export function version(d: DeploymentConfig, modelDigest = fileDigest(d.model.path)): string {
+    return sha256(canonical(d) + modelDigest).slice(0, 12);
 }

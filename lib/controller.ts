@@ -1,8 +1,8 @@
 // The controller: moves the running system to the goal state in serve.yaml, and owns the route table.
 import { Deployment } from './deployment';
-import { joinPath, version } from './config';
+import { fileDigest, joinPath, version } from './config';
 import { log } from './log';
-import type { ServeConfig } from '../schemas/serve';
+import type { DeploymentConfig, ServeConfig } from '../schemas/serve';
 
 export interface Route {
     method: string;
@@ -11,31 +11,79 @@ export interface Route {
     deployment: Deployment;
 }
 
+/** What one apply() did, by deployment id. */
+export interface Changes {
+    added: string[];
+    removed: string[];
+    updated: string[];
+    replaced: string[];
+    unchanged: string[];
+    errors: string[];
+    notices: string[];
+}
+
+/** Fields whose change needs new replica processes; any other field is applied in place. */
+const rollingFields = ['model', 'handler', 'resources'] as const;
+
+const needsRestart = (a: DeploymentConfig, b: DeploymentConfig): boolean =>
+    rollingFields.some((f) => JSON.stringify(a[f]) !== JSON.stringify(b[f]));
+
 export class Controller {
     readonly deployments = new Map<string, Deployment>();
-    /** by path, then by method */
-    readonly routes = new Map<string, Map<string, Route>>();
+    /** by path, then by method; replaced whole on each apply, never edited in place */
+    routes = new Map<string, Map<string, Route>>();
     readonly startedAt = new Date();
+    config?: ServeConfig;
 
-    constructor(public config: ServeConfig) {}
-
-    /** Starts every deployment; resolves once each replica is RUNNING or has failed its first start. */
-    async start(): Promise<void> {
-        for (const app of this.config.applications) {
-            for (const d of app.deployments) {
-                const dep = new Deployment(app.name, d, version(d));
-                this.deployments.set(dep.id, dep);
-            }
-            const routes = app.routes ?? [{ path: '/predict', method: 'POST', deployment: (app.deployments.find((d) => d.ingress) ?? app.deployments[0]).name }];
-            for (const r of routes) {
-                const path = joinPath(app.route_prefix, r.path);
-                const byMethod = this.routes.get(path) ?? new Map<string, Route>();
-                byMethod.set(r.method, { method: r.method, path, app: app.name, deployment: this.deployments.get(`${app.name}/${r.deployment}`) as Deployment });
-                this.routes.set(path, byMethod);
-            }
+    /** Moves to `next`: new deployments start before routes reach them; removed ones leave the routes, then drain. */
+    async apply(next: ServeConfig): Promise<Changes> {
+        const changes: Changes = { added: [], removed: [], updated: [], replaced: [], unchanged: [], errors: [], notices: [] };
+        if (this.config && JSON.stringify(next.http_options) !== JSON.stringify(this.config.http_options)) {
+            changes.notices.push('http_options changed: the listener keeps its address and limits until tsserve is restarted');
         }
-        await Promise.all([...this.deployments.values()].map((d) => d.start()));
-        log.info(`${this.deployments.size} deployment(s) started: ${[...this.deployments.values()].map((d) => `${d.id} ${d.status().status}`).join(', ')}`);
+        const wanted = new Map<string, Deployment>();
+        await Promise.all(next.applications.flatMap((app) => app.deployments.map(async (d) => {
+            const id = `${app.name}/${d.name}`;
+            const digest = fileDigest(d.model.path);
+            const v = version(d, digest);
+            const current = this.deployments.get(id);
+            if (!current) {
+                const dep = new Deployment(app.name, d, v, digest);
+                await dep.start();
+                changes.added.push(id);
+                wanted.set(id, dep);
+                return;
+            }
+            wanted.set(id, current);
+            if (current.version === v) {
+                changes.unchanged.push(id);
+            }
+            else if (needsRestart(current.config, d) || current.modelDigest !== digest) {
+                const err = await current.replace(d, v, digest);
+                if (err) {
+                    changes.errors.push(`${id}: ${err}`);
+                }
+                else {
+                    changes.replaced.push(id);
+                }
+            }
+            else {
+                changes.errors.push(...await current.update(d, v));
+                changes.updated.push(id);
+            }
+        })));
+        this.routes = routesOf(next, wanted);
+        this.config = next;
+        const removed = [...this.deployments].filter(([id]) => !wanted.has(id));
+        for (const [id, dep] of wanted) {
+            this.deployments.set(id, dep);
+        }
+        await Promise.all(removed.map(async ([id, dep]) => {
+            this.deployments.delete(id);
+            await dep.stop();
+            changes.removed.push(id);
+        }));
+        return changes;
     }
 
     /** Every deployment has a replica ready to serve. */
@@ -48,11 +96,12 @@ export class Controller {
     }
 
     status(): Record<string, unknown> {
+        const config = this.config as ServeConfig;
         return {
             started_at: this.startedAt.toISOString(),
             ready: this.ready,
-            http_options: this.config.http_options,
-            applications: this.config.applications.map((app) => ({
+            http_options: config.http_options,
+            applications: config.applications.map((app) => ({
                 name: app.name,
                 route_prefix: app.route_prefix,
                 routes: [...this.routes.values()].flatMap((m) => [...m.values()]).filter((r) => r.app === app.name)
@@ -61,4 +110,18 @@ export class Controller {
             }))
         };
     }
+}
+
+function routesOf(config: ServeConfig, deployments: Map<string, Deployment>): Map<string, Map<string, Route>> {
+    const routes = new Map<string, Map<string, Route>>();
+    for (const app of config.applications) {
+        const declared = app.routes ?? [{ path: '/predict', method: 'POST', deployment: (app.deployments.find((d) => d.ingress) ?? app.deployments[0]).name }];
+        for (const r of declared) {
+            const path = joinPath(app.route_prefix, r.path);
+            const byMethod = routes.get(path) ?? new Map<string, Route>();
+            byMethod.set(r.method, { method: r.method, path, app: app.name, deployment: deployments.get(`${app.name}/${r.deployment}`) as Deployment });
+            routes.set(path, byMethod);
+        }
+    }
+    return routes;
 }

@@ -28,7 +28,7 @@ export class Deployment {
     private waitTimer?: NodeJS.Timeout;
     private replicaCount = 0;
 
-    constructor(public readonly app: string, public readonly config: DeploymentConfig, public readonly version: string) {
+    constructor(public readonly app: string, public config: DeploymentConfig, public version: string, public modelDigest: string) {
         this.handler = resolveHandler(config.handler);
     }
 
@@ -42,19 +42,85 @@ export class Deployment {
 
     /** Starts the replicas; resolves once each is RUNNING or has failed its first start. */
     start(): Promise<void> {
-        const started = Array.from({ length: this.config.num_replicas }, () => this.addReplica());
-        return Promise.all(started).then(() => undefined);
+        return this.grow(this.config.num_replicas);
     }
 
-    private addReplica(): Promise<void> {
-        const r = new Replica({ ...this.config, id: `${this.id}#${this.replicaCount++}` }, this.version);
+    private async grow(n: number): Promise<void> {
+        await Promise.all(Array.from({ length: n }, () => this.addReplica(this.config, this.version).started));
+    }
+
+    /** A new replica, serving as soon as it is ready; `started` says whether its first start succeeded. */
+    private addReplica(config: DeploymentConfig, version: string): { replica: Replica; started: Promise<boolean> } {
+        const r = new Replica({ ...config, id: `${this.id}#${this.replicaCount++}` }, version);
         this.replicas.push(r);
         r.on('ready', () => this.pump());
         r.start();
-        return new Promise((resolve) => {
-            r.once('ready', resolve);
-            r.once('exit', resolve);
+        const started = new Promise<boolean>((resolve) => {
+            r.once('ready', () => resolve(true));
+            r.once('exit', () => resolve(false));
         });
+        return { replica: r, started };
+    }
+
+    /** Drains replicas out of service: no new batches reach them, theirs finish, then they stop. */
+    private async retire(replicas: Replica[]): Promise<void> {
+        this.replicas = this.replicas.filter((r) => !replicas.includes(r));
+        await Promise.all(replicas.map((r) => r.stop(this.config.graceful_shutdown_timeout_s * 1000)));
+    }
+
+    /**
+     * In place, no restart: replica count (scaling down drains the newest), queue limits, batching (from the next
+     * batch), and user_config through the handler's reconfigure(). A user_config the handler refuses on the first
+     * replica is not applied anywhere; resolves with why.
+     */
+    async update(config: DeploymentConfig, version: string): Promise<string[]> {
+        const errors: string[] = [];
+        const [first, ...rest] = this.replicas.filter((r) => r.state === 'RUNNING');
+        if (JSON.stringify(config.user_config) !== JSON.stringify(this.config.user_config) && first) {
+            const err = await first.reconfigure(config.user_config);
+            if (err) {
+                errors.push(`${first.spec.id}: ${err}; user_config stays as it was`);
+                config = { ...config, user_config: this.config.user_config };
+            }
+            // The same handler code on the same model: what the first replica took, the others take.
+            await Promise.all(rest.map((r) => r.reconfigure(config.user_config)));
+        }
+        this.config = config;
+        this.version = version;
+        for (const r of this.replicas) {
+            r.spec = { ...config, id: r.spec.id };
+            r.version = version;
+        }
+        const extra = this.replicas.length - config.num_replicas;
+        await (extra > 0 ? this.retire(this.replicas.slice(-extra)) : this.grow(-extra));
+        this.pump();
+        return errors;
+    }
+
+    /**
+     * Rolling replace, max(1, 20%) of the replicas at a time: start new ones, wait until they are ready (serving as
+     * soon as they are), then drain as many old ones. If a new one fails to start, the new ones go and the old
+     * version keeps serving; resolves with why.
+     */
+    async replace(config: DeploymentConfig, version: string, modelDigest: string): Promise<string | undefined> {
+        const old = [...this.replicas];
+        const step = Math.max(1, Math.floor(config.num_replicas * 0.2));
+        const fresh: Replica[] = [];
+        while (fresh.length < config.num_replicas) {
+            const batch = Array.from({ length: Math.min(step, config.num_replicas - fresh.length) }, () => this.addReplica(config, version));
+            fresh.push(...batch.map((b) => b.replica));
+            const ok = await Promise.all(batch.map((b) => b.started));
+            if (ok.includes(false)) {
+                const why = batch.map((b) => b.replica.lastError).find(Boolean);
+                await this.retire(fresh);
+                await this.grow(this.config.num_replicas - this.replicas.length);
+                return `new version ${version} failed to start (${why}); version ${this.version} keeps serving`;
+            }
+            await this.retire(old.splice(0, step));
+        }
+        await this.retire(old);
+        Object.assign(this, { config, version, modelDigest });
+        return undefined;
     }
 
     /** Front door: check the request against the model, queue it, and resolve with its JSON body. */
@@ -117,12 +183,12 @@ export class Deployment {
     private pump(): void {
         clearTimeout(this.waitTimer);
         const { max_batch_size, batch_wait_timeout_s } = this.config.batching;
-        const cap = Math.min(max_batch_size, fixedBatch(this.signature as Signature) ?? Infinity);
         while (this.queue.length) {
             const r = this.pick();
             if (!r) {
                 return;
             }
+            const cap = Math.min(max_batch_size, fixedBatch(r.signature as Signature) ?? Infinity);
             const waited = performance.now() - this.queue.oldest;
             const wait = batch_wait_timeout_s * 1000;
             if (r.inflightBatches > 0 && this.queue.rows < cap && waited < wait) {
@@ -163,20 +229,28 @@ export class Deployment {
         }
     }
 
-    /** Fail what is still queued (the listener has stopped, so nothing more arrives), drain the replicas. */
+    /** Once no route leads here: let the queue empty (within the grace period), then drain and stop the replicas. */
     async stop(): Promise<void> {
+        const deadline = Date.now() + this.config.graceful_shutdown_timeout_s * 1000;
+        while (this.queue.length && Date.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 10));
+        }
         clearTimeout(this.waitTimer);
-        await Promise.all(this.replicas.map((r) => r.stop(this.config.graceful_shutdown_timeout_s * 1000)));
+        await this.retire(this.replicas);
     }
 
     status(): Record<string, unknown> {
         const running = this.replicas.filter((r) => r.state === 'RUNNING').length;
+        const byVersion: Record<string, number> = {};
+        for (const r of this.replicas) {
+            byVersion[r.version] = (byVersion[r.version] ?? 0) + 1;
+        }
         const status = running === this.config.num_replicas ? 'RUNNING'
             : this.replicas.some((r) => r.state === 'BACKOFF' || r.loadFailed) ? 'UNHEALTHY' : 'DEPLOYING';
         const lastError = this.replicas.map((r) => r.lastError).find(Boolean);
         return {
             name: this.config.name, status, version: this.version, handler: this.config.handler, model: this.config.model,
-            target_replicas: this.config.num_replicas, running_replicas: running, queued_requests: this.queue.length,
+            target_replicas: this.config.num_replicas, running_replicas: running, replicas_by_version: byVersion, queued_requests: this.queue.length,
             last_error: lastError, replicas: this.replicas.map((r) => r.status())
         };
     }

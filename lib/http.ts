@@ -7,6 +7,7 @@ import Boom from '@hapi/boom';
 import { fail, shape } from './errors';
 import { document } from './openapi';
 import type { Controller } from './controller';
+import type { ConfigWatcher } from './watcher';
 
 export interface HttpOptions {
     host: string;
@@ -29,7 +30,7 @@ const docsPage = `<!doctype html>
 <script>window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui' });</script></body>
 </html>`;
 
-export function createServer(controller: Controller, options: HttpOptions): Hapi.Server {
+export function createServer(controller: Controller, watcher: ConfigWatcher, options: HttpOptions): Hapi.Server {
     const server = Hapi.server({ host: options.host, port: options.port, router: { stripTrailingSlash: true } });
 
     server.ext('onPreResponse', (request, h) => {
@@ -50,7 +51,8 @@ export function createServer(controller: Controller, options: HttpOptions): Hapi
                 return { ready: true };
             }
         },
-        { method: 'GET', path: '/-/status', handler: () => controller.status() },
+        { method: 'GET', path: '/-/status', handler: () => ({ ...controller.status(), config: watcher.status() }) },
+        { method: 'POST', path: '/-/reload', handler: () => watcher.reload('POST /-/reload') },
         { method: 'GET', path: '/openapi.json', handler: (request) => document(controller, `${request.server.info.protocol}://${request.info.host}`) },
         { method: 'GET', path: '/docs', handler: (request, h) => h.response(docsPage).type('text/html') },
         {

@@ -14,13 +14,15 @@ export interface ReplicaSpec extends DeploymentConfig {
 export type ToWorker =
     | { type: 'batch'; id: number; items: unknown[] }
     | { type: 'ping' }
+    | { type: 'reconfigure'; user_config: Record<string, unknown> }
     | { type: 'stop' };
 
 export type FromWorker =
     | { type: 'ready'; signature: Signature; backend: string; notice?: string }
     | { type: 'failed'; message: string }
     | { type: 'result'; id: number; bodies?: string[]; error?: WireError }
-    | { type: 'pong' };
+    | { type: 'pong' }
+    | { type: 'reconfigured'; error?: string };
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'BACKOFF' | 'STOPPING' | 'STOPPED';
 
@@ -54,7 +56,7 @@ export class Replica extends EventEmitter {
     private nextId = 0;
     private timers: { restart?: NodeJS.Timeout; health?: NodeJS.Timeout; pong?: NodeJS.Timeout } = {};
 
-    constructor(public readonly spec: ReplicaSpec, public readonly version: string) {
+    constructor(public spec: ReplicaSpec, public version: string) {
         super();
     }
 
@@ -117,6 +119,9 @@ export class Replica extends EventEmitter {
                 clearTimeout(this.timers.pong);
                 this.scheduleHealthCheck();
                 break;
+            case 'reconfigured':
+                this.emit('reconfigured', msg.error);
+                break;
         }
     }
 
@@ -163,6 +168,14 @@ export class Replica extends EventEmitter {
             const id = this.nextId++;
             this.inflight.set(id, { items: items.length, resolve, reject });
             (this.child as ChildProcess).send({ type: 'batch', id, items } satisfies ToWorker);
+        });
+    }
+
+    /** Apply a new user_config through the handler's reconfigure(); resolves with its error, if any. */
+    reconfigure(userConfig: Record<string, unknown>): Promise<string | undefined> {
+        return new Promise((resolve) => {
+            this.once('reconfigured', resolve);
+            (this.child as ChildProcess).send({ type: 'reconfigure', user_config: userConfig } satisfies ToWorker);
         });
     }
 

@@ -1,8 +1,10 @@
-// The running appliance: serve.yaml -> controller -> HTTP listener, and a graceful exit on SIGTERM/SIGINT.
+// The running appliance: serve.yaml -> controller -> HTTP listener; live reloads; a graceful exit on SIGTERM/SIGINT.
+import path from 'node:path';
 import type Hapi from '@hapi/hapi';
 import { load } from './config';
 import { Controller } from './controller';
 import { createServer } from './http';
+import { ConfigWatcher } from './watcher';
 import { log } from './log';
 
 export interface UpOptions {
@@ -12,6 +14,7 @@ export interface UpOptions {
 
 export interface Appliance {
     controller: Controller;
+    watcher: ConfigWatcher;
     server: Hapi.Server;
     url: string;
     stop(): Promise<void>;
@@ -19,24 +22,28 @@ export interface Appliance {
 
 /** Loads and validates the file (throws ConfigError before anything starts), then starts everything. */
 export async function up(file: string, overrides: UpOptions = {}): Promise<Appliance> {
-    const config = load(file);
+    const abs = path.resolve(file);
+    const config = load(abs);
     const http = { ...config.http_options, ...Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) };
-    const controller = new Controller(config);
+    const controller = new Controller();
+    const watcher = new ConfigWatcher(abs, controller);
     log.info(`starting ${config.applications.length} application(s) from ${file}`);
-    await controller.start();
-    const server = createServer(controller, {
+    await watcher.start(config);
+    log.info(`${controller.deployments.size} deployment(s) started: ${[...controller.deployments.values()].map((d) => `${d.id} ${d.status().status}`).join(', ')}`);
+    const server = createServer(controller, watcher, {
         host: http.host, port: http.port, requestTimeoutMs: http.request_timeout_s * 1000, maxBytes: Math.round(http.max_body_size_mb * 1024 * 1024)
     });
     await server.start();
     const url = `http://${http.host}:${server.info.port}`;
-    log.info(`tsserve listening on ${url} (OpenAPI at ${url}/openapi.json, docs at ${url}/docs)`);
+    log.info(`tsserve listening on ${url} (OpenAPI at ${url}/openapi.json, docs at ${url}/docs); watching ${abs} for changes`);
     let stopping: Promise<void> | undefined;
     const stop = () => stopping ??= (async () => {
         const grace = Math.max(...[...controller.deployments.values()].map((d) => d.config.graceful_shutdown_timeout_s)) * 1000;
         log.info(`shutting down: finishing requests in flight (up to ${grace / 1000}s)`);
+        await watcher.close();
         await server.stop({ timeout: grace });
         await controller.stop();
         log.info('stopped');
     })();
-    return { controller, server, url, stop };
+    return { controller, watcher, server, url, stop };
 }

@@ -22,7 +22,7 @@ function warmupFeeds(session: Session): Feeds {
 async function start(): Promise<{ session: Session; handler: Handler }> {
     const session = await load(spec.model, spec.resources);
     const handler = resolve(spec.handler);
-    await handler.reconfigure(spec.user_config);
+    await handler.reconfigure(spec.user_config, session.signature);
     try {
         await session.run(warmupFeeds(session));
     }
@@ -55,6 +55,10 @@ process.on('message', (msg: ToWorker) => {
     chain = chain.then(async (ready) => {
         if (msg.type === 'batch') {
             send(await runBatch(ready, msg.items).then((bodies) => ({ type: 'result', id: msg.id, bodies }), (err) => ({ type: 'result', id: msg.id, error: toWire(err) })));
+        }
+        else if (msg.type === 'reconfigure') {
+            send(await Promise.resolve().then(() => ready.handler.reconfigure(msg.user_config, ready.session.signature))
+                .then(() => ({ type: 'reconfigured' }), (err: Error) => ({ type: 'reconfigured', error: err.message })));
         }
         else {
             process.exit(0);

@@ -216,7 +216,9 @@ t.test('status when nothing listens', async (t) => {
 
 t.test('status prints what /-/status answers', async (t) => {
     const status: Status = {
-        started_at: '2025-01-01T00:00:00.000Z', ready: true, applications: [{
+        started_at: '2025-01-01T00:00:00.000Z', ready: true,
+        config: { file: '/srv/serve.yaml', version: 'feedc0ffee12', reloads: 2, last_reload: { at: '2025-01-01T00:01:00.000Z', trigger: 'SIGHUP', result: 'invalid', errors: ['applications[0].name: is required'] } },
+        applications: [{
             name: 'mlp', route_prefix: '/mlp', deployments: [{
                 name: 'model', status: 'HEALTHY', version: 'abc123def456', target_replicas: 1, running_replicas: 1, queued_requests: 0,
                 replicas: [{ id: 'model#1', pid: 42, state: 'RUNNING', version: 'abc123def456', restarts: 0, backend: 'cpu' }]
@@ -242,8 +244,9 @@ t.test('status prints what /-/status answers', async (t) => {
     const table = await tsserve(['status']);
     t.equal(table.code, 0);
     t.match(table.out, /^tsserve: READY \(since 2025-01-01T00:00:00\.000Z\)\n/);
+    t.match(table.out, /\nconfig: \/srv\/serve.yaml \(version feedc0ffee12, 2 reload\(s\); last 2025-01-01T00:01:00.000Z by SIGHUP: invalid\)\n  ! applications\[0\].name: is required\n/);
     t.match(table.out, /mlp \(\/mlp\) +model +HEALTHY +1\/1 +0 +abc123def456/);
-    t.match(table.out, /model#1 +RUNNING +42 +0 +cpu/);
+    t.match(table.out, /model#1 +RUNNING +42 +abc123def456 +0 +cpu/);
     t.strictSame(urls, ['http://127.0.0.2:9000/-/status', 'http://127.0.0.1:8000/-/status'], '--address, then the default');
 
     globalThis.fetch = (async () => {

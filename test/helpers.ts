@@ -48,9 +48,14 @@ export interface Served {
 }
 
 /** Starts `tsserve up` on serve.yaml text written into dir, on a free port, and waits until it listens. */
-export async function serve(dir: string, yaml: string, file = 'serve.yaml'): Promise<Served> {
+export function serve(dir: string, yaml: string, file = 'serve.yaml'): Promise<Served> {
     const config = path.join(dir, file);
     fs.writeFileSync(config, yaml);
+    return start(config);
+}
+
+/** Starts `tsserve up` on an existing file, on a free port, and waits until it listens. */
+export async function start(config: string): Promise<Served> {
     const proc = spawn(process.execPath, [...process.execArgv, cli, 'up', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     // If this test process dies (a tap timeout, say), its server must not outlive it.
     const reap = () => proc.kill('SIGKILL');

@@ -1,0 +1,224 @@
+// Live config: serve.yaml edited while a real server runs under load; each way a file can change.
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fixtures, serve, start, run, sleep, type Served } from './helpers';
+
+const dir = fixtures();
+const probe = { inputs: [[1, 2, 3, 4]] };
+
+interface DeploymentStatus { name: string; version: string; target_replicas: number; running_replicas: number; replicas: Array<{ pid: number; state: string }> }
+
+const status = async (s: Served) => (await s.get('/-/status')).body;
+const deployment = async (s: Served, app: string): Promise<DeploymentStatus> =>
+    (await status(s)).applications.find((a: any) => a.name === app).deployments[0];
+const pids = async (s: Served, app: string) => (await deployment(s, app)).replicas.map((r) => r.pid).sort();
+
+/** Waits for the n-th counted reload, then a little longer, to see that one change made exactly one reload. */
+async function reloaded(s: Served, n: number): Promise<any> {
+    for (const end = Date.now() + 60000; Date.now() < end; await sleep(50)) {
+        const st = await status(s);
+        if (st.config.reloads >= n) {
+            await sleep(600);
+            const after = await status(s);
+            t.equal(after.config.reloads, n, `exactly one reload (${after.config.last_reload.trigger})`);
+            return after.config.last_reload;
+        }
+    }
+    throw new Error(`no reload ${n}:\n${s.output()}`);
+}
+
+const mlpApp = (extra: string, model = 'mlp.onnx') => `  - name: mlp
+    deployments:
+      - name: model
+        model: { path: ./${model} }
+${extra.split('\n').map((l) => `        ${l}`).join('\n')}
+`;
+const keepApp = `  - name: keep
+    deployments:
+      - { name: model, model: { path: ./mlp2.onnx } }
+`;
+const config = (...apps: string[]) => `http_options: { request_timeout_s: 30 }\napplications:\n${apps.join('')}`;
+
+t.test('edits under load: rolling and in-place updates, apps added and removed, bad files refused; nothing fails', async (t) => {
+    const file = path.join(dir, 'serve.yaml');
+    const s = await serve(dir, config(mlpApp('num_replicas: 1'), keepApp));
+    t.teardown(() => s.stop());
+    const answer = async (route: string) => (await s.post(route, probe)).body.outputs.y;
+    const mlp1 = await answer('/mlp/predict');
+    const mlp2 = await answer('/keep/predict');
+    t.notSame(mlp1, mlp2, 'the two models answer differently');
+    const keepPids = await pids(s, 'keep');
+
+    let failed = 0;
+    let done = 0;
+    let running = true;
+    const clients = Array.from({ length: 8 }, async () => {
+        while (running) {
+            const r = await s.post('/mlp/predict', probe).catch((e: Error) => ({ status: 0, body: e.message }));
+            if (r.status !== 200 || !([mlp1, mlp2].some((m) => JSON.stringify(m) === JSON.stringify(r.body.outputs.y)))) {
+                failed++;
+                t.comment(`failed: ${r.status} ${JSON.stringify(r.body)}`);
+            }
+            done++;
+        }
+    });
+    let reloads = 0;
+    const edit = async (yaml: string) => {
+        fs.writeFileSync(file, yaml);
+        return reloaded(s, ++reloads);
+    };
+
+    // model changed: rolling replace; answers come from the new weights
+    const before = await pids(s, 'mlp');
+    let last = await edit(config(mlpApp('num_replicas: 1', 'mlp2.onnx'), keepApp));
+    t.same(last.changes.replaced, ['mlp/model']);
+    t.same(last.changes.unchanged, ['keep/model']);
+    t.same(await answer('/mlp/predict'), mlp2, 'the new model answers');
+    t.notSame(await pids(s, 'mlp'), before, 'by new replicas');
+
+    // batching: in place, same processes
+    const replaced = await pids(s, 'mlp');
+    last = await edit(config(mlpApp('num_replicas: 1\nbatching: { max_batch_size: 4, batch_wait_timeout_s: 0.01 }', 'mlp2.onnx'), keepApp));
+    t.same(last.changes.updated, ['mlp/model']);
+    t.same(await pids(s, 'mlp'), replaced, 'no replica restarted');
+
+    // scale 1 -> 3 -> 1, draining the ones that go
+    last = await edit(config(mlpApp('num_replicas: 3\nbatching: { max_batch_size: 4, batch_wait_timeout_s: 0.01 }', 'mlp2.onnx'), keepApp));
+    const three = await deployment(s, 'mlp');
+    t.equal(three.running_replicas, 3);
+    t.ok(replaced.every((p) => three.replicas.some((r) => r.pid === p)), 'the running replica stays');
+    last = await edit(config(mlpApp('num_replicas: 1\nbatching: { max_batch_size: 4, batch_wait_timeout_s: 0.01 }', 'mlp2.onnx'), keepApp));
+    t.same(await pids(s, 'mlp'), replaced, 'scaled back to the first one');
+
+    // a second application appears in routing and in the OpenAPI document, then goes
+    const extra = `  - name: extra\n    route_prefix: /more\n    deployments:\n      - { name: model, model: { path: ./pair.onnx } }\n`;
+    const current = config(mlpApp('num_replicas: 1\nbatching: { max_batch_size: 4, batch_wait_timeout_s: 0.01 }', 'mlp2.onnx'), keepApp);
+    last = await edit(current + extra);
+    t.same(last.changes.added, ['extra/model']);
+    t.same((await s.post('/more/predict', { inputs: { a: [[1, 2]], b: [[3, 4]] } })).body.outputs.sum, [[4, 6]]);
+    t.ok((await s.get('/openapi.json')).body.paths['/more/predict'], 'in /openapi.json');
+    last = await edit(current);
+    t.same(last.changes.removed, ['extra/model']);
+    t.equal((await s.post('/more/predict', { inputs: { a: [[1]], b: [[1]] } })).status, 404);
+    t.notOk((await s.get('/openapi.json')).body.paths['/more/predict'], 'gone from /openapi.json');
+
+    // an invalid file changes nothing and says why, until a valid one arrives
+    last = await edit(current.replace('num_replicas: 1', 'num_replicas: -2'));
+    t.equal(last.result, 'invalid');
+    t.match(last.errors, [/applications\[0\]\.deployments\[0\]\.num_replicas: .* must be greater than or equal to 1/]);
+    t.match(s.output(), /reload \(file change\) refused, the running version keeps serving/);
+    const table = await run(['status', '--address', s.url]);
+    t.match(table.stdout, /file change: invalid\)\n {2}! applications\[0\]\.deployments\[0\]\.num_replicas/);
+    last = await edit(current.replace('mlp2.onnx', 'broken.onnx'));
+    t.match(last.errors, [/mlp\/model: new version \w+ failed to start \(model failed to load: .*\); version \w+ keeps serving/]);
+    t.same(await answer('/mlp/predict'), mlp2, 'a model that fails to load leaves the old version serving');
+    last = await edit(current.replace('max_batch_size: 4', 'max_batch_size: 8'));
+    t.equal(last.result, 'applied');
+    t.same(last.errors, []);
+
+    running = false;
+    await Promise.all(clients);
+    t.equal(failed, 0, `no failed request out of ${done}`);
+    t.same(await pids(s, 'keep'), keepPids, 'the untouched deployment kept its replicas throughout');
+});
+
+t.test('user_config is applied in place through the handler; a wrong one is reported', async (t) => {
+    const halves = (userConfig: string) => config(mlpApp(`user_config: ${userConfig}`, 'halves.onnx').replace('name: mlp', 'name: halves'));
+    const s = await serve(dir, halves('{ outputs: [right] }'), 'halves.yaml');
+    t.teardown(() => s.stop());
+    const file = path.join(dir, 'halves.yaml');
+    const before = await pids(s, 'halves');
+    t.same((await s.post('/halves/predict', { inputs: [[1, 2]] })).body.outputs, { right: [[2]] }, 'user_config at start');
+    fs.writeFileSync(file, halves('{ outputs: [left, shape] }'));
+    let last = await reloaded(s, 1);
+    t.same(last.changes.updated, ['halves/model']);
+    t.same((await s.post('/halves/predict', { inputs: [[1, 2]] })).body.outputs, { left: [[1]], shape: [1, 2] }, 'only the chosen outputs');
+    fs.writeFileSync(file, halves('{ outputs: [nope] }'));
+    last = await reloaded(s, 2);
+    t.match(last.errors, [/halves\/model#0: user_config of the tensor handler: "outputs" names nope, not among the model's outputs \(left, right, shape\)/]);
+    fs.writeFileSync(file, halves('{ outputs: left }'));
+    last = await reloaded(s, 3);
+    t.match(last.errors, [/"outputs" must be an array/]);
+    t.same(await pids(s, 'halves'), before, 'no replica restarted for user_config');
+});
+
+t.test('every way a file changes triggers exactly one reload', async (t) => {
+    // Kubernetes' layout: serve.yaml -> ..data/serve.yaml, ..data -> ..<timestamp>/, swapped atomically.
+    const k8s = fs.mkdtempSync(path.join(dir, 'configmap-'));
+    const model = path.join(dir, 'watched.onnx');
+    fs.copyFileSync(path.join(dir, 'mlp.onnx'), model);
+    const yaml = (n: number) => `applications:\n  - name: w\n    deployments:\n      - { name: model, num_replicas: ${n}, model: { path: ${model} } }\n`;
+    const version = (name: string, n: number) => {
+        fs.mkdirSync(path.join(k8s, name));
+        fs.writeFileSync(path.join(k8s, name, 'serve.yaml'), yaml(n));
+    };
+    version('..2026_01', 1);
+    fs.symlinkSync('..2026_01', path.join(k8s, '..data'));
+    fs.symlinkSync('..data/serve.yaml', path.join(k8s, 'serve.yaml'));
+    const proc = await start(path.join(k8s, 'serve.yaml'));
+    t.teardown(() => proc.stop());
+    const target = () => deployment(proc, 'w').then((d) => d.target_replicas);
+
+    // ConfigMap update: a new timestamped folder, and the ..data link swapped by rename
+    version('..2026_02', 2);
+    fs.symlinkSync('..2026_02', path.join(k8s, '..data_tmp'));
+    fs.renameSync(path.join(k8s, '..data_tmp'), path.join(k8s, '..data'));
+    await reloaded(proc, 1);
+    t.equal(await target(), 2, 'symlink swap');
+
+    // an in-place write, through the link, and an editor's atomic save
+    fs.writeFileSync(path.join(k8s, 'serve.yaml'), yaml(1));
+    await reloaded(proc, 2);
+    t.equal(await target(), 1, 'in-place write');
+    const real = fs.realpathSync(path.join(k8s, 'serve.yaml'));
+    fs.writeFileSync(`${real}.swp`, yaml(2));
+    fs.renameSync(`${real}.swp`, real);
+    await reloaded(proc, 3);
+    t.equal(await target(), 2, 'atomic rename');
+
+    // the model file replaced on disk: a rolling replace onto the new weights
+    const oldPids = await pids(proc, 'w');
+    fs.copyFileSync(path.join(dir, 'mlp2.onnx'), `${model}.tmp`);
+    fs.renameSync(`${model}.tmp`, model);
+    const last = await reloaded(proc, 4);
+    t.same(last.changes.replaced, ['w/model'], 'model file replaced');
+    t.notSame(await pids(proc, 'w'), oldPids);
+
+    // SIGHUP, `tsserve reload` and POST /-/reload re-read the file; with nothing changed, nothing happens
+    proc.proc.kill('SIGHUP');
+    await proc.waitFor(/reload \(SIGHUP\): no change/);
+    const cli = await run(['reload', '--address', proc.url]);
+    t.equal(cli.code, 0);
+    t.match(JSON.parse(cli.stdout), { trigger: 'POST /-/reload', result: 'unchanged' });
+    fs.writeFileSync(real, 'applications: [\n');
+    const bad = await run(['reload', '--address', proc.url]);
+    t.equal(bad.code, 1, 'tsserve reload of an invalid file exits 1');
+    t.match(JSON.parse(bad.stdout), { result: 'invalid', errors: [/^YAML syntax error: unexpected end of the stream/] });
+    fs.writeFileSync(real, yaml(2).replace('applications:', 'http_options: { port: 1234 }\napplications:'));
+    const notice = await proc.waitFor(/reload: (http_options changed.*)/);
+    t.match(notice, /restarted/);
+    // 4 file changes, the invalid file seen by the watcher and again by `tsserve reload`, and the http_options edit
+    t.equal((await status(proc)).config.reloads, 7);
+});
+
+t.test('removing an application finishes its queued requests first; overlapping reloads run one after another', async (t) => {
+    const slowApp = `  - name: slow\n    deployments:\n      - { name: model, max_ongoing_requests: 1, batching: { max_batch_size: 1 }, model: { path: ./slow.onnx } }\n`;
+    const s = await serve(dir, config(keepApp, slowApp), 'drain.yaml');
+    t.teardown(() => s.stop());
+    const queued = Array.from({ length: 4 }, (_, i) => s.post('/slow/predict', { inputs: Array.from({ length: 30 }, () => [i]) }));
+    for (const end = Date.now() + 10000; Date.now() < end; await sleep(10)) {
+        if ((await deployment(s, 'slow')).replicas.length && (await status(s)).applications[1].deployments[0].queued_requests >= 2) {
+            break;
+        }
+    }
+    fs.writeFileSync(path.join(dir, 'drain.yaml'), config(keepApp));
+    const first = s.post('/-/reload', {});
+    await sleep(30);
+    const second = await s.post('/-/reload', {});
+    t.match((await first).body, { result: 'applied', changes: { removed: ['slow/model'] } });
+    t.match(second.body.result, /applied|unchanged/, 'the overlapping reload waited for the first');
+    const answers = await Promise.all(queued);
+    t.same(answers.map((a) => a.status), [200, 200, 200, 200], 'every queued request was answered before the replicas stopped');
+    t.equal((await s.post('/slow/predict', { inputs: [[1]] })).status, 404);
+});

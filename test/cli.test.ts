@@ -280,3 +280,11 @@ t.test('the real command in a subprocess', async (t) => {
     t.match(crash.stderr, /^tsserve: Error: listen EADDRINUSE.*\n {4}at /, 'with the stack');
     t.strictSame(await byDefault, { code: 0, stdout: 'serve.yaml is valid: 2 application(s), 3 deployment(s)\n', stderr: '' }, 'default file, from the cwd');
 });
+
+t.test('the shipped example configs are valid', async (t) => {
+    const root = path.join(__dirname, '..');
+    for (const file of ['serve.yaml', 'config/production.yaml']) {
+        const r = await tsserve(['validate', path.join(root, file)]);
+        t.equal(r.code, 0, `${file}: ${r.err}`);
+    }
+});

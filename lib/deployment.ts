@@ -22,7 +22,7 @@ interface Pending extends Queued {
 const pipelineDepth = 2;
 
 export class Deployment {
-    readonly handler: Handler;
+    handler: Handler;
     replicas: Replica[] = [];
     private queue = new Batcher<Pending>();
     private waitTimer?: NodeJS.Timeout;
@@ -119,7 +119,7 @@ export class Deployment {
             await this.retire(old.splice(0, step));
         }
         await this.retire(old);
-        Object.assign(this, { config, version, modelDigest });
+        Object.assign(this, { config, version, modelDigest, handler: resolveHandler(config.handler) });
         return undefined;
     }
 

@@ -2,6 +2,7 @@
 import { load, type Session } from './runtimes';
 import { resolve } from '../handlers';
 import { toWire } from './errors';
+import { log } from './log';
 import { dtype, size } from './tensor';
 import type { Feeds, Handler } from '../handlers/handler';
 import type { ToWorker, FromWorker, ReplicaSpec } from './replica';
@@ -27,7 +28,7 @@ async function start(): Promise<{ session: Session; handler: Handler }> {
         await session.run(warmupFeeds(session));
     }
     catch (err) {
-        console.log(`tsserve: replica ${spec.id}: warm-up inference failed (${(err as Error).message}); serving anyway`);
+        log.warn(`replica ${spec.id}: warm-up inference failed (${(err as Error).message}); serving anyway`);
     }
     return { session, handler };
 }
@@ -36,8 +37,9 @@ let chain = start().then((ready) => {
     send({ type: 'ready', signature: ready.session.signature, backend: ready.session.backend, notice: ready.session.notice });
     return ready;
 }, (err: Error) => {
-    send({ type: 'failed', message: err.message });
-    process.exit(1);
+    // Exit once the message is handed over, so that the supervisor learns why.
+    process.send?.({ type: 'failed', message: err.message } satisfies FromWorker, () => process.exit(1));
+    return new Promise<never>(() => {});
 });
 
 async function runBatch({ session, handler }: { session: Session; handler: Handler }, items: unknown[]): Promise<string[]> {
@@ -61,7 +63,8 @@ process.on('message', (msg: ToWorker) => {
                 .then(() => ({ type: 'reconfigured' }), (err: Error) => ({ type: 'reconfigured', error: err.message })));
         }
         else {
-            process.exit(0);
+            // Closing the channel flushes the answers already sent; 'disconnect' below then exits.
+            process.disconnect();
         }
         return ready;
     });

@@ -1,6 +1,6 @@
 // The controller: moves the running system to the goal state in serve.yaml, and owns the route table.
 import { Deployment } from './deployment';
-import { fileDigest, joinPath, version } from './config';
+import { joinPath, version } from './config';
 import { log } from './log';
 import type { DeploymentConfig, ServeConfig } from '../schemas/serve';
 
@@ -35,8 +35,11 @@ export class Controller {
     readonly startedAt = new Date();
     config?: ServeConfig;
 
-    /** Moves to `next`: new deployments start before routes reach them; removed ones leave the routes, then drain. */
-    async apply(next: ServeConfig): Promise<Changes> {
+    /**
+     * Moves to `next`: new deployments start before routes reach them; removed ones leave the routes, then drain.
+     * `digests` holds each model file's content hash (by path), already computed by the caller.
+     */
+    async apply(next: ServeConfig, digests: Map<string, string>): Promise<Changes> {
         const changes: Changes = { added: [], removed: [], updated: [], replaced: [], unchanged: [], errors: [], notices: [] };
         if (this.config && JSON.stringify(next.http_options) !== JSON.stringify(this.config.http_options)) {
             changes.notices.push('http_options changed: the listener keeps its address and limits until tsserve is restarted');
@@ -44,7 +47,7 @@ export class Controller {
         const wanted = new Map<string, Deployment>();
         await Promise.all(next.applications.flatMap((app) => app.deployments.map(async (d) => {
             const id = `${app.name}/${d.name}`;
-            const digest = fileDigest(d.model.path);
+            const digest = digests.get(d.model.path) as string;
             const v = version(d, digest);
             const current = this.deployments.get(id);
             if (!current) {

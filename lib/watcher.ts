@@ -6,7 +6,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import chokidar, { type FSWatcher } from 'chokidar';
-import { ConfigError, load } from './config';
+import { ConfigError, fileDigest, load } from './config';
 import { log } from './log';
 import type { Changes, Controller } from './controller';
 import type { ServeConfig } from '../schemas/serve';
@@ -37,8 +37,9 @@ export class ConfigWatcher {
 
     /** Applies the file for the first time; a ConfigError here is the caller's to report. */
     async start(config: ServeConfig): Promise<Changes> {
-        this.fingerprint = fingerprint(this.file, config);
-        const changes = await this.controller.apply(config);
+        const digests = modelDigests(config);
+        this.fingerprint = fingerprint(this.file, digests);
+        const changes = await this.controller.apply(config, digests);
         this.watch(config);
         return changes;
     }
@@ -76,10 +77,12 @@ export class ConfigWatcher {
     private async once(trigger: string): Promise<ReloadResult> {
         const at = new Date().toISOString();
         let config: ServeConfig;
+        let digests: Map<string, string>;
         let print: string;
         try {
             config = load(this.file);
-            print = fingerprint(this.file, config);
+            digests = modelDigests(config);
+            print = fingerprint(this.file, digests);
         }
         catch (err) {
             /* c8 ignore next - only a file vanishing between validation and hashing throws anything but a ConfigError */
@@ -93,7 +96,7 @@ export class ConfigWatcher {
             return { at, trigger, result: 'unchanged', config_version: this.version };
         }
         log.info(`reload (${trigger}): applying ${this.file}`);
-        const changes = await this.controller.apply(config);
+        const changes = await this.controller.apply(config, digests);
         this.fingerprint = print;
         this.watch(config);
         const summary = (['added', 'removed', 'replaced', 'updated'] as const).map((k) => `${k}: ${changes[k].join(', ') || '-'}`).join('; ');
@@ -124,10 +127,13 @@ export class ConfigWatcher {
     }
 }
 
-function fingerprint(file: string, config: ServeConfig): string {
-    const hash = crypto.createHash('sha256').update(fs.readFileSync(file));
-    for (const d of config.applications.flatMap((a) => a.deployments)) {
-        hash.update(fs.readFileSync(d.model.path));
-    }
-    return hash.digest('hex');
+/** Each model file's content hash, read once per look and shared with the controller. */
+function modelDigests(config: ServeConfig): Map<string, string> {
+    const paths = config.applications.flatMap((a) => a.deployments.map((d) => d.model.path));
+    return new Map(paths.map((p) => [p, fileDigest(p)]));
+}
+
+/** What a running version is made of: the file's text and its models' content. */
+function fingerprint(file: string, digests: Map<string, string>): string {
+    return crypto.createHash('sha256').update(fs.readFileSync(file)).update([...digests.values()].join()).digest('hex');
 }

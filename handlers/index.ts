@@ -1,10 +1,19 @@
-// The built-in handlers, by the name serve.yaml uses.
-import { tensor } from './tensor';
-import type { Handler } from './handler';
+// The built-in handlers by the name serve.yaml uses, and the loading of a user's own handler module.
+import path from 'node:path';
+import { custom } from './custom';
+import type { Handler, HandlerContext, HandlerFactory } from './handler';
 import type { HandlerName } from '../schemas/serve';
 
-export const builtins: Record<HandlerName, Handler> = { tensor } as Record<HandlerName, Handler>;
+// Loaded on first use, so that a process serving tensors never loads sharp, a tokenizer or a WAV decoder.
+/* eslint-disable @typescript-eslint/no-require-imports */
+export const builtins: Record<string, () => HandlerFactory> = {
+    tensor: () => (require('./tensor') as typeof import('./tensor')).tensor as HandlerFactory,
+    text: () => (require('./text') as typeof import('./text')).text as HandlerFactory,
+    image: () => (require('./image') as typeof import('./image')).image as HandlerFactory,
+    audio: () => (require('./audio') as typeof import('./audio')).audio as HandlerFactory
+};
 
-export function resolve(name: HandlerName): Handler {
-    return builtins[name];
+/** A handler for one deployment: a built-in by name, or the module at an absolute path. */
+export function create(name: HandlerName, ctx: HandlerContext): Handler {
+    return path.isAbsolute(name) ? custom(name, ctx) : builtins[name]()(ctx);
 }

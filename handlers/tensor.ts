@@ -3,7 +3,7 @@ import Joi from 'joi';
 import { fail } from '../lib/errors';
 import { dtypes, fromBytes, fromFlat, fromNested, toNested, sliceRows, concatRows } from '../lib/tensor';
 import { fixedBatch } from './handler';
-import type { Feeds, Handler, Parsed, RequestIn, Signature, Tensor, TensorInfo } from './handler';
+import type { Feeds, Handler, HandlerFactory, Parsed, RequestIn, Signature, Tensor, TensorInfo } from './handler';
 
 type Item = Feeds;
 
@@ -142,82 +142,102 @@ function parseOip(body: unknown, sig: Signature, bytes?: (name: string, n: numbe
     return feeds;
 }
 
-// user_config: `outputs` limits the response to those model outputs. One replica process serves one deployment.
+// user_config: `outputs` limits the response to those model outputs.
 const userConfigSchema = Joi.object({ outputs: Joi.array().items(Joi.string()).min(1).unique() });
-let options: { outputs?: string[] } = {};
 
-export const tensor: Handler<Item> = {
-    requestSchema(sig) {
-        const inputs = Joi.object(Object.fromEntries(sig.inputs.map((i) => [i.name, valueSchema(i).required()])));
-        return Joi.object({
-            inputs: sig.inputs.length === 1 ? Joi.alternatives(inputs, valueSchema(sig.inputs[0])).required() : inputs.required()
-        });
-    },
+export const tensor: HandlerFactory<Item> = () => {
+    let options: { outputs?: string[] } = {};
+    const handler: Handler<Item> = {
+        requestSchema(sig) {
+            const inputs = Joi.object(Object.fromEntries(sig.inputs.map((i) => [i.name, valueSchema(i).required()])));
+            return Joi.object({
+                inputs: sig.inputs.length === 1 ? Joi.alternatives(inputs, valueSchema(sig.inputs[0])).required() : inputs.required()
+            });
+        },
 
-    responseSchema(sig) {
-        return Joi.object({ outputs: Joi.object(Object.fromEntries(sig.outputs.map((o) => [o.name, valueSchema(o)]))) });
-    },
+        responseSchema(sig) {
+            return Joi.object({ outputs: Joi.object(Object.fromEntries(sig.outputs.map((o) => [o.name, valueSchema(o)]))) });
+        },
 
-    example(sig) {
-        return { inputs: Object.fromEntries(sig.inputs.map((i) => [i.name, exampleValue(i)])) };
-    },
+        example(sig) {
+            return { inputs: Object.fromEntries(sig.inputs.map((i) => [i.name, exampleValue(i)])) };
+        },
 
-    parse(req: RequestIn, sig) {
-        const headerLength = req.headers['inference-header-content-length'];
-        if (Buffer.isBuffer(req.payload)) {
-            return check(parseBinary(req.payload, Number(headerLength), sig), sig);
-        }
-        const inputs = (req.payload as { inputs?: unknown } | null)?.inputs;
-        if (Array.isArray(inputs) && inputs.length && !Array.isArray(inputs[0]) && typeof inputs[0] === 'object') {
-            return check(parseOip(req.payload, sig), sig);
-        }
-        if (inputs === undefined || inputs === null) {
-            throw fail('INVALID_BODY', 'the body must be {"inputs": {"<input name>": <nested array>}}');
-        }
-        if (Array.isArray(inputs)) {
-            if (sig.inputs.length !== 1) {
-                throw fail('INVALID_BODY', `this model has ${sig.inputs.length} inputs, so "inputs" must be an object naming each of them`);
+        openapi() {
+            return {
+                content: {
+                    'application/octet-stream': {
+                        schema: { type: 'string', format: 'binary', description: 'Open Inference Protocol binary tensors: a JSON header of Inference-Header-Content-Length bytes, then raw little-endian data' }
+                    }
+                },
+                parameters: [{
+                    name: 'Inference-Header-Content-Length', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
+                    description: 'with an application/octet-stream body: the length of its JSON header'
+                }]
+            };
+        },
+
+        parse(req: RequestIn, sig) {
+            const headerLength = req.headers['inference-header-content-length'];
+            if (req.contentType !== 'application/json' && req.contentType !== 'application/octet-stream') {
+                throw fail('UNSUPPORTED_MEDIA_TYPE', `the tensor handler takes application/json or application/octet-stream (Open Inference Protocol binary), not ${req.contentType}`);
             }
-            return check({ [sig.inputs[0].name]: fromNested(inputs, sig.inputs[0].type, sig.inputs[0].name) }, sig);
-        }
-        if (typeof inputs !== 'object') {
-            throw fail('INVALID_BODY', '"inputs" must be an object of nested arrays');
-        }
-        const feeds: Feeds = {};
-        for (const [name, value] of Object.entries(inputs)) {
-            feeds[name] = fromNested(value, inputInfo(sig, name).type, name);
-        }
-        return check(feeds, sig);
-    },
+            if (Buffer.isBuffer(req.payload)) {
+                return check(parseBinary(req.payload, Number(headerLength), sig), sig);
+            }
+            const inputs = (req.payload as { inputs?: unknown } | null)?.inputs;
+            if (Array.isArray(inputs) && inputs.length && !Array.isArray(inputs[0]) && typeof inputs[0] === 'object') {
+                return check(parseOip(req.payload, sig), sig);
+            }
+            if (inputs === undefined || inputs === null) {
+                throw fail('INVALID_BODY', 'the body must be {"inputs": {"<input name>": <nested array>}}');
+            }
+            if (Array.isArray(inputs)) {
+                if (sig.inputs.length !== 1) {
+                    throw fail('INVALID_BODY', `this model has ${sig.inputs.length} inputs, so "inputs" must be an object naming each of them`);
+                }
+                return check({ [sig.inputs[0].name]: fromNested(inputs, sig.inputs[0].type, sig.inputs[0].name) }, sig);
+            }
+            if (typeof inputs !== 'object') {
+                throw fail('INVALID_BODY', '"inputs" must be an object of nested arrays');
+            }
+            const feeds: Feeds = {};
+            for (const [name, value] of Object.entries(inputs)) {
+                feeds[name] = fromNested(value, inputInfo(sig, name).type, name);
+            }
+            return check(feeds, sig);
+        },
 
-    preprocess(items, sig) {
-        const pad = fixedBatch(sig) ?? 0;
-        return Object.fromEntries(sig.inputs.map((i) => [i.name, concatRows(items.map((it) => it[i.name]), pad)]));
-    },
+        preprocess(items, sig) {
+            const pad = fixedBatch(sig) ?? 0;
+            return Object.fromEntries(sig.inputs.map((i) => [i.name, concatRows(items.map((it) => it[i.name]), pad)]));
+        },
 
-    postprocess(all, items, sig) {
-        const outputs = options.outputs ? Object.fromEntries(options.outputs.map((name) => [name, all[name]])) : all;
-        const rows = items.reduce((n, it) => n + it[sig.inputs[0].name].dims[0], 0);
-        const padded = Math.max(rows, fixedBatch(sig) ?? 0);
-        let from = 0;
-        return items.map((it) => {
-            const n = it[sig.inputs[0].name].dims[0];
-            const out = Object.fromEntries(Object.entries(outputs).map(([name, t]: [string, Tensor]) =>
-                [name, t.dims[0] === padded ? toNested(sliceRows(t, from, n)) : toNested(t)]));
-            from += n;
-            return { outputs: out };
-        });
-    },
+        postprocess(all, items, sig) {
+            const outputs = options.outputs ? Object.fromEntries(options.outputs.map((name) => [name, all[name]])) : all;
+            const rows = items.reduce((n, it) => n + it[sig.inputs[0].name].dims[0], 0);
+            const padded = Math.max(rows, fixedBatch(sig) ?? 0);
+            let from = 0;
+            return items.map((it) => {
+                const n = it[sig.inputs[0].name].dims[0];
+                const out = Object.fromEntries(Object.entries(outputs).map(([name, t]: [string, Tensor]) =>
+                    [name, t.dims[0] === padded ? toNested(sliceRows(t, from, n)) : toNested(t)]));
+                from += n;
+                return { outputs: out };
+            });
+        },
 
-    reconfigure(userConfig, sig) {
-        const { error, value } = userConfigSchema.validate(userConfig);
-        if (error) {
-            throw new Error(`user_config of the tensor handler: ${error.message}`);
+        reconfigure(userConfig, sig) {
+            const { error, value } = userConfigSchema.validate(userConfig);
+            if (error) {
+                throw new Error(`user_config of the tensor handler: ${error.message}`);
+            }
+            const unknown = (value.outputs ?? []).filter((o: string) => !sig.outputs.some((m) => m.name === o));
+            if (unknown.length) {
+                throw new Error(`user_config of the tensor handler: "outputs" names ${unknown.join(', ')}, not among the model's outputs (${sig.outputs.map((o) => o.name).join(', ')})`);
+            }
+            options = value;
         }
-        const unknown = (value.outputs ?? []).filter((o: string) => !sig.outputs.some((m) => m.name === o));
-        if (unknown.length) {
-            throw new Error(`user_config of the tensor handler: "outputs" names ${unknown.join(', ')}, not among the model's outputs (${sig.outputs.map((o) => o.name).join(', ')})`);
-        }
-        options = value;
-    }
+    };
+    return handler;
 };

@@ -4,6 +4,8 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import yaml from 'js-yaml';
 import * as Schemas from '../schemas/serve';
+import { handlers } from '../schemas/serve';
+import { modelContent, modelFile } from './model-files';
 import type { ServeConfig, DeploymentConfig } from '../schemas/serve';
 
 export interface ConfigIssue {
@@ -83,8 +85,17 @@ export function validate(doc: unknown, base: string, file = '<inline>'): ServeCo
     const issues = crossCheck(config);
     config.applications.forEach((app, a) => app.deployments.forEach((d, i) => {
         d.model.path = path.resolve(base, d.model.path);
-        if (!fs.statSync(d.model.path, { throwIfNoEntry: false })?.isFile()) {
-            issues.push({ path: formatPath(['applications', a, 'deployments', i, 'model', 'path']), message: `model file not found: ${d.model.path}` });
+        try {
+            modelFile(d.model);
+        }
+        catch (err) {
+            issues.push({ path: formatPath(['applications', a, 'deployments', i, 'model', 'path']), message: (err as Error).message });
+        }
+        if (!(handlers as readonly string[]).includes(d.handler)) {
+            d.handler = path.resolve(base, d.handler);
+            if (!fs.statSync(d.handler, { throwIfNoEntry: false })?.isFile()) {
+                issues.push({ path: formatPath(['applications', a, 'deployments', i, 'handler']), message: `handler module not found: ${d.handler}` });
+            }
         }
     }));
     if (issues.length) {
@@ -129,12 +140,23 @@ function canonical(value: unknown): string {
 
 const sha256 = (data: string | Buffer): string => crypto.createHash('sha256').update(data).digest('hex');
 
-/** The content of a model file, so that a file replaced in place is a new version. */
-export function fileDigest(file: string): string {
-    return sha256(fs.readFileSync(file));
+/**
+ * The content of a deployment's model (its file, or every file of its folder) and of its handler module when it
+ * has its own, so that a file replaced in place is a new version.
+ */
+export function contentDigest(d: DeploymentConfig): string {
+    const hash = crypto.createHash('sha256');
+    const files = [...modelContent(d.model), ...(path.isAbsolute(d.handler) ? [d.handler] : [])];
+    for (const file of files) {
+        hash.update(path.relative(d.model.path, file)).update('\0').update(sha256(fs.readFileSync(file)));
+    }
+    return hash.digest('hex');
 }
 
+/** The key of a deployment's content digest: what it is made of, not what it is called. */
+export const digestKey = (d: DeploymentConfig): string => `${d.model.path}\0${d.handler}`;
+
 /** A stable hash of one deployment's config and model: its version in status and in reloads. */
-export function version(d: DeploymentConfig, modelDigest = fileDigest(d.model.path)): string {
+export function version(d: DeploymentConfig, modelDigest = contentDigest(d)): string {
     return sha256(canonical(d) + modelDigest).slice(0, 12);
 }

@@ -1,6 +1,6 @@
 // The controller: moves the running system to the goal state in serve.yaml, and owns the route table.
 import { Deployment } from './deployment';
-import { joinPath, version } from './config';
+import { digestKey, joinPath, version } from './config';
 import { log } from './log';
 import type { DeploymentConfig, ServeConfig } from '../schemas/serve';
 
@@ -23,7 +23,7 @@ export interface Changes {
 }
 
 /** Fields whose change needs new replica processes; any other field is applied in place. */
-const rollingFields = ['model', 'handler', 'resources'] as const;
+const rollingFields = ['model', 'handler', 'options', 'resources'] as const;
 
 const needsRestart = (a: DeploymentConfig, b: DeploymentConfig): boolean =>
     rollingFields.some((f) => JSON.stringify(a[f]) !== JSON.stringify(b[f]));
@@ -47,7 +47,7 @@ export class Controller {
         const wanted = new Map<string, Deployment>();
         await Promise.all(next.applications.flatMap((app) => app.deployments.map(async (d) => {
             const id = `${app.name}/${d.name}`;
-            const digest = digests.get(d.model.path) as string;
+            const digest = digests.get(digestKey(d)) as string;
             const v = version(d, digest);
             const current = this.deployments.get(id);
             if (!current) {

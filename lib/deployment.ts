@@ -1,9 +1,11 @@
 // One deployment: its replicas and its queue. Requests wait here; a free replica pulls a batch.
 import type Boom from '@hapi/boom';
+import Joi from 'joi';
 import { Batcher, type Queued } from './batcher';
 import { Replica, ReplicaDied } from './replica';
 import { fail, fromWire, type WireError } from './errors';
-import { resolve as resolveHandler } from '../handlers';
+import { create as createHandler } from '../handlers';
+import { modelFiles } from './model-files';
 import { fixedBatch, type Handler, type Parsed, type RequestIn, type Signature } from '../handlers/handler';
 import type { DeploymentConfig } from '../schemas/serve';
 
@@ -18,6 +20,22 @@ interface Pending extends Queued {
     reject(err: Boom.Boom): void;
 }
 
+/** The front process's instance of a deployment's handler: it parses requests and describes them in OpenAPI. */
+function frontHandler(config: DeploymentConfig): Handler {
+    try {
+        return createHandler(config.handler, { options: config.options, model: modelFiles(config.model) });
+    }
+    catch (err) {
+        // The replicas fail the same way and say so in status; requests get the reason meanwhile.
+        const why = `handler "${config.handler}" cannot be set up: ${(err as Error).message}`;
+        const refuse = (): never => {
+            throw fail('REPLICA_UNAVAILABLE', why);
+        };
+        // Described as taking anything, so that /openapi.json still lists the route; every request is refused.
+        return { requestSchema: () => Joi.any(), responseSchema: () => Joi.any(), example: () => ({}), parse: refuse, preprocess: refuse, postprocess: refuse, reconfigure: refuse };
+    }
+}
+
 /** Batches a replica holds at once: the one it runs, and the next, ready the moment it finishes. */
 const pipelineDepth = 2;
 
@@ -29,7 +47,7 @@ export class Deployment {
     private replicaCount = 0;
 
     constructor(public readonly app: string, public config: DeploymentConfig, public version: string, public modelDigest: string) {
-        this.handler = resolveHandler(config.handler);
+        this.handler = frontHandler(config);
     }
 
     get id(): string {
@@ -119,7 +137,7 @@ export class Deployment {
             await this.retire(old.splice(0, step));
         }
         await this.retire(old);
-        Object.assign(this, { config, version, modelDigest, handler: resolveHandler(config.handler) });
+        Object.assign(this, { config, version, modelDigest, handler: frontHandler(config) });
         return undefined;
     }
 

@@ -5,6 +5,7 @@ export const catalogue = {
     BAD_REQUEST: { status: 400, message: 'Bad request' },
     INVALID_JSON: { status: 400, message: 'Request body is not valid JSON' },
     INVALID_BODY: { status: 400, message: 'Request body does not match the route\'s schema' },
+    INVALID_MEDIA: { status: 400, message: 'The image or audio cannot be decoded' },
     INPUT_SHAPE_MISMATCH: { status: 400, message: 'Input has the wrong shape' },
     INPUT_DTYPE_MISMATCH: { status: 400, message: 'Input has the wrong type' },
     NOT_FOUND: { status: 404, message: 'No route' },
@@ -13,6 +14,7 @@ export const catalogue = {
     UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported content type' },
     INTERNAL: { status: 500, message: 'Internal error' },
     MODEL_ERROR: { status: 500, message: 'The model failed on this input' },
+    HANDLER_ERROR: { status: 500, message: 'The handler failed on this input' },
     REPLICA_CRASHED: { status: 500, message: 'The replica died twice while running this request' },
     QUEUE_FULL: { status: 503, message: 'Deployment queue is full' },
     REPLICA_UNAVAILABLE: { status: 503, message: 'No replica of this deployment is available' },
@@ -34,7 +36,7 @@ export function shape(err: Boom.Boom): void {
     // hapi's own errors carry other data (or none): only our `code` and details are shown.
     const { code, ...details } = { ...(err.data as { code?: ErrorCode }) };
     const payload = err.output.payload as unknown as Record<string, unknown>;
-    payload.code = code ?? (/payload JSON/.test(err.message) ? 'INVALID_JSON' : byStatus[err.output.statusCode] ?? 'INTERNAL');
+    payload.code = code ?? (/payload JSON/.test(err.message) ? 'INVALID_JSON' : byStatus[err.output.statusCode] ?? (err.output.statusCode < 500 ? 'BAD_REQUEST' : 'INTERNAL'));
     if (code) {
         // Boom hides 5xx messages; ours come from the catalogue or a model's own error, and are meant for the client.
         payload.message = err.message;
@@ -52,12 +54,26 @@ export interface WireError {
     code: ErrorCode;
     message: string;
     details?: Record<string, unknown>;
+    /** a user handler's own HTTP status, where it differs from the code's */
+    status?: number;
 }
 
+/** A Boom error from a handler keeps its code (or, from a user's handler, its status); anything else is the model's. */
 export function toWire(err: unknown): WireError {
-    return { code: 'MODEL_ERROR', message: (err as Error).message };
+    if (Boom.isBoom(err)) {
+        const { code, ...details } = { ...(err.data as { code?: ErrorCode }) };
+        const status = err.output.statusCode;
+        const known = code && code in catalogue ? code : byStatus[status] ?? (status < 500 ? 'BAD_REQUEST' : 'HANDLER_ERROR');
+        return {
+            code: known,
+            message: err.message,
+            details: Object.keys(details).length ? details : undefined,
+            status: status === catalogue[known].status ? undefined : status
+        };
+    }
+    return { code: 'MODEL_ERROR', message: (err as Error)?.message ?? String(err) };
 }
 
 export function fromWire(w: WireError): Boom.Boom {
-    return fail(w.code, w.message, w.details);
+    return new Boom.Boom(w.message, { statusCode: w.status ?? catalogue[w.code].status, data: { code: w.code, ...w.details } });
 }

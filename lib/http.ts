@@ -16,6 +16,9 @@ export interface HttpOptions {
     maxBytes: number;
 }
 
+/** Media types handed to handlers as raw bytes. */
+const rawMedia = /^(image|audio)\/[a-z0-9.+-]+$/;
+
 const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
 const swaggerFiles: Record<string, string> = {
     'swagger-ui.css': 'text/css',
@@ -32,6 +35,19 @@ const docsPage = `<!doctype html>
 
 export function createServer(controller: Controller, watcher: ConfigWatcher, options: HttpOptions): Hapi.Server {
     const server = Hapi.server({ host: options.host, port: options.port, router: { stripTrailingSlash: true } });
+
+    // hapi parses JSON and multipart bodies itself; an image or audio body reaches the handler as raw bytes, and
+    // the handler sees the media type the client sent.
+    server.ext('onRequest', (request, h) => {
+        const type = String(request.headers['content-type'] ?? '');
+        // No type at all is JSON: hapi's default (route payload.defaultContentType).
+        const mime = type.split(';')[0].trim().toLowerCase() || 'application/json';
+        request.app = { contentType: mime } as never;
+        if (rawMedia.test(mime)) {
+            request.headers['content-type'] = 'application/octet-stream';
+        }
+        return h.continue;
+    });
 
     server.ext('onPreResponse', (request, h) => {
         const response = request.response;
@@ -68,7 +84,12 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         {
             method: '*',
             path: '/{path*}',
-            options: { payload: { parse: true, output: 'data', maxBytes: options.maxBytes, allow: ['application/json', 'application/octet-stream'] } },
+            options: {
+                payload: {
+                    parse: true, output: 'data', maxBytes: options.maxBytes, multipart: { output: 'data' },
+                    allow: ['application/json', 'application/octet-stream', 'multipart/form-data']
+                }
+            },
             handler: async (request, h) => {
                 const byMethod = controller.routes.get(request.path);
                 const method = request.method.toUpperCase();
@@ -86,7 +107,8 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 // while its request waits in the queue closes the response before it is written.
                 const abort = new AbortController();
                 request.raw.res.once('close', () => request.raw.res.writableEnded || abort.abort());
-                const body = await route.deployment.handle({ payload: request.payload, headers: request.headers as Record<string, string> }, options.requestTimeoutMs, abort.signal);
+                const contentType = (request.app as { contentType: string }).contentType;
+                const body = await route.deployment.handle({ payload: request.payload, headers: request.headers as Record<string, string>, contentType }, options.requestTimeoutMs, abort.signal);
                 return h.response(body).type('application/json');
             }
         }

@@ -95,17 +95,15 @@ export function document(controller: Controller, serverUrl: string): JsonSchema 
                     504: errorResponse('No answer within request_timeout_s')
                 }
             };
-            op.parameters = [{
-                name: 'Inference-Header-Content-Length', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
-                description: 'with an application/octet-stream body: the length of its JSON header'
-            }];
+            const extras = sig ? h.openapi?.(sig) ?? {} : {};
+            if (extras.parameters) {
+                op.parameters = extras.parameters;
+            }
             op.requestBody = {
                 required: true,
                 content: {
                     'application/json': sig ? { schema: fromJoi(h.requestSchema(sig)), example: h.example(sig) } : { schema: { type: 'object' } },
-                    'application/octet-stream': {
-                        schema: { type: 'string', format: 'binary', description: 'Open Inference Protocol binary tensors: a JSON header of Inference-Header-Content-Length bytes, then raw little-endian data' }
-                    }
+                    ...extras.content
                 }
             };
             if (!sig) {

@@ -6,7 +6,8 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import chokidar, { type FSWatcher } from 'chokidar';
-import { ConfigError, fileDigest, load } from './config';
+import { ConfigError, contentDigest, digestKey, load } from './config';
+import { modelContent } from './model-files';
 import { log } from './log';
 import type { Changes, Controller } from './controller';
 import type { ServeConfig } from '../schemas/serve';
@@ -46,7 +47,9 @@ export class ConfigWatcher {
 
     private watch(config: ServeConfig): void {
         // Each file's own folder and, where it is a link, its target's folder (resolved afresh on every reload).
-        const files = [this.file, ...config.applications.flatMap((a) => a.deployments.map((d) => d.model.path))];
+        // A model folder's files are watched through their own folders (it is read two levels deep).
+        const files = [this.file, ...config.applications.flatMap((a) => a.deployments.flatMap((d) =>
+            [d.model.path, ...modelContent(d.model), ...(path.isAbsolute(d.handler) ? [d.handler] : [])]))];
         const dirs = [...new Set(files.flatMap((f) => [f, fs.realpathSync(f)]).map((f) => path.dirname(f)))];
         this.watcher?.close();
         this.watcher = chokidar.watch(dirs, { ignoreInitial: true, depth: 0, followSymlinks: false })
@@ -129,8 +132,8 @@ export class ConfigWatcher {
 
 /** Each model file's content hash, read once per look and shared with the controller. */
 function modelDigests(config: ServeConfig): Map<string, string> {
-    const paths = config.applications.flatMap((a) => a.deployments.map((d) => d.model.path));
-    return new Map(paths.map((p) => [p, fileDigest(p)]));
+    const deployments = config.applications.flatMap((a) => a.deployments);
+    return new Map(deployments.map((d) => [digestKey(d), contentDigest(d)]));
 }
 
 /** What a running version is made of: the file's text and its models' content. */

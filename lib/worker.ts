@@ -1,7 +1,8 @@
 // The replica process: loads the model and handler, then runs the batches its supervisor sends, one at a time.
 import { load, type Session } from './runtimes';
-import { resolve } from '../handlers';
-import { toWire } from './errors';
+import { create } from '../handlers';
+import { fail, toWire } from './errors';
+import { modelFiles } from './model-files';
 import { log } from './log';
 import { dtype, size } from './tensor';
 import type { Feeds, Handler } from '../handlers/handler';
@@ -21,8 +22,10 @@ function warmupFeeds(session: Session): Feeds {
 }
 
 async function start(): Promise<{ session: Session; handler: Handler }> {
-    const session = await load(spec.model, spec.resources);
-    const handler = resolve(spec.handler);
+    const model = modelFiles(spec.model);
+    const session = await load({ ...spec.model, path: model.file }, spec.resources);
+    const handler = create(spec.handler, { options: spec.options, model });
+    await handler.load?.(session.signature);
     await handler.reconfigure(spec.user_config, session.signature);
     try {
         await session.run(warmupFeeds(session));
@@ -46,6 +49,9 @@ async function runBatch({ session, handler }: { session: Session; handler: Handl
     const feeds = await handler.preprocess(items, session.signature);
     const outputs = await session.run(feeds);
     const bodies = await handler.postprocess(outputs, items, session.signature);
+    if (!Array.isArray(bodies) || bodies.length !== items.length) {
+        throw fail('HANDLER_ERROR', `postprocess returned ${Array.isArray(bodies) ? bodies.length : 'no'} bodies for ${items.length} items`);
+    }
     return bodies.map((b) => JSON.stringify(b));
 }
 

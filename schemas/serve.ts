@@ -1,6 +1,9 @@
 // The serve.yaml schema: the single source of truth for its fields and their defaults.
 // Field names follow Ray Serve's config file wherever the concept is the same.
 import Joi from 'joi';
+import { text } from './text';
+import { image } from './image';
+import { audio } from './audio';
 
 const name = Joi.string().pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/).max(64)
     .messages({ 'string.pattern.base': '{{#label}} must start with a letter or digit and hold only letters, digits, "_", "." and "-"' });
@@ -8,13 +11,21 @@ const name = Joi.string().pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/).max(64)
 const urlPath = Joi.string().pattern(/^\/([A-Za-z0-9_.~-]+(\/[A-Za-z0-9_.~-]+)*)?$/)
     .messages({ 'string.pattern.base': '{{#label}} must be a URL path such as "/" or "/a/b" (letters, digits, "_", ".", "~", "-"; no trailing or double "/")' });
 
-export const handlers = ['tensor'] as const;
-export const runtimes = ['onnx'] as const;
+export const handlers = ['tensor', 'text', 'image', 'audio'] as const;
+export const runtimes = ['onnx', 'tfjs'] as const;
+
+/** Each built-in handler's options; a custom handler's are its own business. */
+const handlerOptions = { text, image, audio };
 
 export const model = Joi.object({
     runtime: Joi.string().valid(...runtimes).default('onnx'),
-    path: Joi.string().required().description('model file, relative to serve.yaml')
+    path: Joi.string().required()
+        .description('model file, or a folder holding model.onnx, onnx/model.onnx or (tfjs) model.json with tokenizer.json, config.json and preprocessor_config.json; relative to serve.yaml')
 });
+
+const handler = Joi.string().pattern(new RegExp(`^(${handlers.join('|')}|(\\.{1,2})?/.*\\.(js|cjs|ts))$`))
+    .description('a built-in handler, or a module of your own (relative to serve.yaml)')
+    .messages({ 'string.pattern.base': `{{#label}} must be one of ${handlers.join(', ')}, or the path of a handler module (./my_handler.js)` });
 
 export const batching = Joi.object({
     max_batch_size: Joi.number().integer().min(1).max(65536).default(32)
@@ -30,7 +41,11 @@ export const resources = Joi.object({
 
 export const deployment = Joi.object({
     name: name.required(),
-    handler: Joi.string().valid(...handlers).default('tensor'),
+    handler: handler.default('tensor'),
+    options: Joi.when('handler', {
+        switch: Object.entries(handlerOptions).map(([is, then]) => ({ is, then: then.default() })),
+        otherwise: Joi.object().unknown(true).default({})
+    }).description('the handler\'s options; see schemas/<handler>.ts'),
     ingress: Joi.boolean().default(false),
     model: model.required(),
     num_replicas: Joi.number().integer().min(1).max(256).default(1),
@@ -63,7 +78,7 @@ export const httpOptions = Joi.object({
     host: Joi.string().hostname().default('127.0.0.1'),
     port: Joi.number().port().default(8000),
     request_timeout_s: Joi.number().min(0.001).max(3600).default(30),
-    max_body_size_mb: Joi.number().min(0.001).max(4096).default(64)
+    max_body_size_mb: Joi.number().min(0.001).max(4096).default(16)
 });
 
 export const serve = Joi.object({
@@ -73,7 +88,8 @@ export const serve = Joi.object({
 });
 
 export type Runtime = typeof runtimes[number];
-export type HandlerName = typeof handlers[number];
+/** a built-in handler, or the absolute path of a handler module once loaded */
+export type HandlerName = typeof handlers[number] | string;
 
 export interface ModelConfig {
     runtime: Runtime;
@@ -84,6 +100,7 @@ export interface ModelConfig {
 export interface DeploymentConfig {
     name: string;
     handler: HandlerName;
+    options: Record<string, unknown>;
     ingress: boolean;
     model: ModelConfig;
     num_replicas: number;

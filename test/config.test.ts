@@ -40,7 +40,7 @@ function issuesOf(fn: () => unknown): ConfigIssue[] {
 
 t.test('a minimal file gets every default from the schema', async (t) => {
     const config = parse(minimalYaml, dir);
-    t.strictSame(config.http_options, { host: '127.0.0.1', port: 8000, request_timeout_s: 30, max_body_size_mb: 64 });
+    t.strictSame(config.http_options, { host: '127.0.0.1', port: 8000, request_timeout_s: 30, max_body_size_mb: 16 });
     t.equal(config.applications.length, 1);
     const app = config.applications[0];
     t.equal(app.name, 'mlp');
@@ -50,6 +50,7 @@ t.test('a minimal file gets every default from the schema', async (t) => {
         name: 'model',
         model: { path: mlp, runtime: 'onnx' },
         handler: 'tensor',
+        options: {},
         ingress: false,
         num_replicas: 1,
         max_ongoing_requests: 64,
@@ -228,13 +229,13 @@ const rules: Rule[] = [
     { name: 'deployment name required', mutate: (d) => { delete dep0(d).name; }, path: `${D}.name`, message: /is required/ },
     { name: 'deployment name pattern', mutate: (d) => { dep0(d).name = '_model'; }, path: `${D}.name`, message: /must start with a letter or digit/ },
     { name: 'deployment name max 64', mutate: (d) => { dep0(d).name = 'm'.repeat(65); }, path: `${D}.name`, message: /less than or equal to 64 characters/ },
-    { name: 'handler valid', mutate: (d) => { dep0(d).handler = 'image'; }, path: `${D}.handler`, message: /must be \[tensor\]/ },
+    { name: 'handler valid', mutate: (d) => { dep0(d).handler = 'imagery'; }, path: `${D}.handler`, message: /must be one of tensor, text, image, audio, or the path of a handler module/ },
     { name: 'ingress is a boolean', mutate: (d) => { dep0(d).ingress = 'maybe'; }, path: `${D}.ingress`, message: /must be a boolean/ },
     { name: 'model required', mutate: (d) => { delete dep0(d).model; }, path: `${D}.model`, message: /is required/ },
     { name: 'model is an object', mutate: (d) => { dep0(d).model = './mlp.onnx'; }, path: `${D}.model`, message: /must be of type object/ },
     { name: 'model path required', mutate: (d) => { dep0(d).model = { runtime: 'onnx' }; }, path: `${D}.model.path`, message: /is required/ },
     { name: 'model path is a string', mutate: (d) => { dep0(d).model = { path: 3 }; }, path: `${D}.model.path`, message: /must be a string/ },
-    { name: 'model runtime valid', mutate: (d) => { dep0(d).model.runtime = 'torch'; }, path: `${D}.model.runtime`, message: /must be \[onnx\]/ },
+    { name: 'model runtime valid', mutate: (d) => { dep0(d).model.runtime = 'torch'; }, path: `${D}.model.runtime`, message: /must be one of \[onnx, tfjs\]/ },
     { name: 'unknown model key', mutate: (d) => { dep0(d).model.file = 'x'; }, path: `${D}.model.file`, message: /is not allowed/ },
     { name: 'num_replicas is a number', mutate: (d) => { dep0(d).num_replicas = 'two'; }, path: `${D}.num_replicas`, message: /must be a number/ },
     { name: 'num_replicas integer', mutate: (d) => { dep0(d).num_replicas = 1.5; }, path: `${D}.num_replicas`, message: /must be an integer/ },
@@ -382,7 +383,7 @@ t.test('a model file that does not exist', async (t) => {
     dep0(doc).model.path = './missing.onnx';
     t.strictSame(issuesOf(() => validate(doc, dir)), [{
         path: `${D}.model.path`,
-        message: `model file not found: ${path.join(dir, 'missing.onnx')}`
+        message: `model file or folder not found: ${path.join(dir, 'missing.onnx')}`
     }]);
 
     // indexes of app and deployment, and reported alongside a cross-check issue

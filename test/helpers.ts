@@ -85,7 +85,8 @@ export async function start(config: string): Promise<Served> {
         waiters.push(check);
         check();
     });
-    const url = await Promise.race([waitFor(/listening on (http:\/\/\S+)/), exited.then((c) => {
+    // Replicas load first, each compiling TypeScript under the test loader: slow on a loaded 2-core machine.
+    const url = await Promise.race([waitFor(/listening on (http:\/\/\S+)/, 120000), exited.then((c) => {
         throw new Error(`tsserve exited with ${c}:\n${out}`);
     })]);
     const call = async (route: string, init?: RequestInit) => {

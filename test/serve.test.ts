@@ -1,5 +1,6 @@
 // End to end: a real `tsserve up` process, real replica processes, real HTTP.
 import t from 'tap';
+import http from 'node:http';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { validate as validateOpenApi } from '@readme/openapi-parser';
@@ -122,7 +123,8 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
             ['rows that differ between inputs', () => s.post('/pair/predict', { inputs: { a: [[1], [2]], b: [[1]] } }), 400, 'INPUT_SHAPE_MISMATCH', /same number of rows/],
             ['unknown route', () => s.post('/nope/predict', { inputs: [[1, 2, 3, 4]] }), 404, 'NOT_FOUND', /no route POST \/nope\/predict/],
             ['wrong method', () => s.get('/mlp/predict'), 405, 'METHOD_NOT_ALLOWED', /takes POST/],
-            ['wrong content type', () => s.post('/mlp/predict', 'x=1', { 'content-type': 'text/plain' }), 415, 'UNSUPPORTED_MEDIA_TYPE', /Unsupported Media Type/]
+            ['wrong content type', () => s.post('/mlp/predict', 'x=1', { 'content-type': 'text/plain' }), 415, 'UNSUPPORTED_MEDIA_TYPE', /Unsupported Media Type/],
+            ['an image for a tensor route', () => s.post('/mlp/predict', Buffer.from('GIF89a'), { 'content-type': 'image/gif' }), 415, 'UNSUPPORTED_MEDIA_TYPE', /takes application\/json or application\/octet-stream .*, not image\/gif/]
         ];
         for (const [name, send, status, code, message] of cases) {
             const r = await send();
@@ -133,6 +135,15 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
         }
         const still = await s.post('/mlp/predict', { inputs: [[0, 0, 0, 0]] });
         t.equal(still.status, 200, 'the server keeps serving');
+        const untyped = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+            // fetch() always names a type; node:http sends none unless told.
+            const req = http.request(`${s.url}/mlp/predict`, { method: 'POST' }, (res) => {
+                let text = '';
+                res.on('data', (d) => text += d).on('end', () => resolve({ status: res.statusCode as number, body: JSON.parse(text) }));
+            }).on('error', reject);
+            req.end(JSON.stringify({ inputs: [[0, 0, 0, 0]] }));
+        });
+        t.same(untyped, { status: 200, body: still.body }, 'a body without a content type is taken as JSON, as hapi does');
     });
 
     t.test('the Open Inference Protocol JSON and binary tensor forms give the same answer', async (t) => {

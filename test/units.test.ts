@@ -5,7 +5,7 @@ import { Batcher, type Queued } from '../lib/batcher';
 import { fromNested, toNested, concatRows, dtypes } from '../lib/tensor';
 import { toJsonSchema } from '../lib/openapi';
 import Boom from '@hapi/boom';
-import { fail, shape } from '../lib/errors';
+import { fail, shape, toWire } from '../lib/errors';
 import { tensor } from '../handlers/tensor';
 
 const q = (rows: number, key = 'k', solo = false): Queued & { id: number } => ({ rows, key, solo, enqueued: performance.now(), id: Math.random() });
@@ -78,8 +78,9 @@ t.test('joi to JSON Schema covers the types handler schemas use', async (t) => {
 
 t.test('the tensor handler describes boolean inputs, and errors default to their catalogue message', async (t) => {
     const sig = { inputs: [{ name: 'mask', type: 'bool', dims: ['batch', 2] }], outputs: [] };
-    t.same(tensor.example(sig), { inputs: { mask: [[false, false]] } });
-    t.same(toJsonSchema(tensor.requestSchema(sig).describe() as never).properties, {
+    const h = tensor({ options: {}, model: { file: 'x.onnx' } });
+    t.same(h.example(sig), { inputs: { mask: [[false, false]] } });
+    t.same(toJsonSchema(h.requestSchema(sig).describe() as never).properties, {
         inputs: {
             oneOf: [
                 { type: 'object', required: ['mask'], properties: { mask: { type: 'array', items: { type: 'array', items: { type: 'boolean' }, minItems: 2, maxItems: 2 }, description: 'bool [batch, 2]; the first dimension is the rows of the batch' } } },
@@ -90,6 +91,7 @@ t.test('the tensor handler describes boolean inputs, and errors default to their
     const internal = Boom.badImplementation('boom');
     shape(internal);
     t.same(internal.output.payload, { statusCode: 500, error: 'Internal Server Error', message: 'An internal server error occurred', code: 'INTERNAL' }, 'an unexpected error shows nothing of itself');
+    t.same(toWire('a bare string'), { code: 'MODEL_ERROR', message: 'a bare string' }, 'a thrown non-Error still says what it was');
     const err = fail('QUEUE_FULL');
     t.equal(err.message, 'Deployment queue is full');
     t.equal(err.output.statusCode, 503);

@@ -1,5 +1,4 @@
 // Runtime adapters: load a model and run feeds. Handlers never import a runtime package.
-import * as onnx from './onnx';
 import type { Feeds, Signature } from '../../handlers/handler';
 import type { DeploymentConfig, ModelConfig } from '../../schemas/serve';
 
@@ -14,9 +13,14 @@ export interface Session {
 
 export type Loader = (model: ModelConfig, resources: DeploymentConfig['resources']) => Promise<Session>;
 
-// Static imports on purpose: tests run TypeScript through off-thread loader hooks, where a dynamic import() is slow and fragile.
-const loaders: Record<ModelConfig['runtime'], Loader> = { onnx: onnx.load };
+// require(), not import(): a replica loads only its own runtime, and tests run TypeScript through loader hooks,
+// where a dynamic import() is slow and fragile.
+/* eslint-disable @typescript-eslint/no-require-imports */
+const loaders: Record<ModelConfig['runtime'], () => Loader> = {
+    onnx: () => (require('./onnx') as typeof import('./onnx')).load,
+    tfjs: () => (require('./tfjs') as typeof import('./tfjs')).load
+};
 
 export function load(model: ModelConfig, resources: DeploymentConfig['resources']): Promise<Session> {
-    return loaders[model.runtime](model, resources);
+    return loaders[model.runtime]()(model, resources);
 }

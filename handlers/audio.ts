@@ -1,0 +1,367 @@
+// The audio handler: WAV files in (raw body, multipart files or base64 in JSON), mixed down to mono, resampled to the
+// model's rate, padded or trimmed, turned into the model's features (waveform or log-mel), and classified (top-k
+// labels) or returned raw. The DSP lives in audio-dsp.ts, shared with the example model's training script.
+//
+// Batching: audio of a fixed length (length_s, or a model input of fixed size) batches freely. Variable-length audio
+// batches freely too when the model takes an `attention_mask` (rows are padded to the batch's longest and the mask
+// says which steps are real); without one, padding would change the answers, so each request runs in a batch of its
+// own and the audios of one request must have the same length.
+import Joi from 'joi';
+import { WaveFile } from 'wavefile';
+import { fail } from '../lib/errors';
+import { dtype, toNested } from '../lib/tensor';
+import { audio as audioSchema, fallbacks, type AudioOptions } from '../schemas/audio';
+import { classify, labelNames } from './classify';
+import { decodeWav, fitLength, frameCount, logMel, mixdown, resample, samplesForFrames, samplesNeeded, type LogMelOptions } from './audio-dsp';
+import { fixedBatch } from './handler';
+import type { Feeds, Handler, HandlerContext, HandlerFactory, RequestIn, Signature, TensorInfo } from './handler';
+
+/** One audio as the front received it: WAV bytes, or the base64 text of a JSON body (decoded in the replica). */
+type Audio = Uint8Array | string;
+
+interface Item {
+    audios: Audio[];
+    /** the request sent a list (audios: [...], several files): the answer is {results: [...]} */
+    list: boolean;
+}
+
+/** How this deployment turns audio into the model's feeds, from its options and the model's signature. */
+interface Layout {
+    options: AudioOptions;
+    rate: number;
+    features: 'waveform' | 'log_mel';
+    mel: LogMelOptions;
+    /** samples every audio is padded or trimmed to; undefined: variable */
+    length?: number;
+    input: TensorInfo;
+    mask?: TensorInfo;
+    /** log_mel input [batch, n_mels, frames] rather than [batch, frames, n_mels] */
+    melsFirst: boolean;
+}
+
+/** Media types taken as a raw WAV body. */
+const wavTypes = new Set(['audio/wav', 'audio/x-wav', 'audio/wave', 'audio/vnd.wave', 'application/octet-stream']);
+const minRate = 1000;
+const maxRate = 384000;
+
+const showDims = (dims: ReadonlyArray<number | string>): string => `[${dims.join(', ')}]`;
+const fixed = (d: number | string | undefined): number | undefined => typeof d === 'number' && d > 0 ? d : undefined;
+
+/** serve.yaml's options over preprocessor_config.json's (same names; feature_size > 1 is n_mels), checked by the schema. */
+function resolveOptions(ctx: HandlerContext): AudioOptions {
+    const pre = ctx.model.preprocessor ?? {};
+    const fromPre: Record<string, unknown> = {};
+    for (const key of ['sampling_rate', 'length_s', 'features', 'n_fft', 'hop_length', 'n_mels', 'log_offset']) {
+        if (pre[key] !== undefined) {
+            fromPre[key] = pre[key];
+        }
+    }
+    if (fromPre.n_mels === undefined && typeof pre.feature_size === 'number' && pre.feature_size > 1) {
+        fromPre.n_mels = pre.feature_size;
+    }
+    const { error, value } = audioSchema.validate({ ...fromPre, ...ctx.options });
+    if (error) {
+        throw new Error(`preprocessor_config.json of ${ctx.model.dir}: ${error.message}`);
+    }
+    return value as AudioOptions;
+}
+
+function layout(options: AudioOptions, sig: Signature): Layout {
+    const input = sig.inputs.find((i) => i.name !== 'attention_mask');
+    const mask = sig.inputs.find((i) => i.name === 'attention_mask');
+    const names = sig.inputs.map((i) => `"${i.name}" ${showDims(i.dims)}`).join(', ');
+    if (!input || sig.inputs.length > (mask ? 2 : 1)) {
+        throw new Error(`the audio handler feeds one audio input (and attention_mask, when the model has one); this model takes ${names}`);
+    }
+    if (input.type !== 'float32') {
+        throw new Error(`the audio handler feeds float32 audio, but input "${input.name}" is ${input.type}`);
+    }
+    if (mask && mask.dims.length !== 2) {
+        throw new Error(`attention_mask must be [batch, steps]; this model's is ${showDims(mask.dims)}`);
+    }
+    const features = options.features ?? (input.dims.length === 3 ? 'log_mel' : 'waveform');
+    const rate = options.sampling_rate ?? fallbacks.sampling_rate;
+    const nFft = options.n_fft ?? fallbacks.n_fft;
+    const hop = options.hop_length ?? fallbacks.hop_length;
+    let melsFirst = false;
+    let nMels = options.n_mels ?? fallbacks.n_mels;
+    let steps = input.dims[1];
+    if (features === 'waveform' && input.dims.length !== 2) {
+        throw new Error(`features: waveform feeds input "${input.name}" as [batch, samples], but the model takes ${showDims(input.dims)}`);
+    }
+    if (features === 'log_mel') {
+        if (input.dims.length !== 3) {
+            throw new Error(`features: log_mel feeds input "${input.name}" as [batch, frames, n_mels] or [batch, n_mels, frames], but the model takes ${showDims(input.dims)}`);
+        }
+        const [, a, b] = input.dims;
+        // Which dim holds the mel bands: the one equal to n_mels; n_mels unset, the fixed one (the smaller when both are).
+        const [fa, fb] = [fixed(a), fixed(b)];
+        melsFirst = options.n_mels !== undefined ? b !== options.n_mels && a === options.n_mels
+            : fa !== undefined && (fb === undefined || fa < fb);
+        const mels = melsFirst ? a : b;
+        steps = melsFirst ? b : a;
+        nMels = options.n_mels ?? fixed(mels) ?? nMels;
+        if (fixed(mels) !== undefined && mels !== nMels) {
+            throw new Error(`input "${input.name}" ${showDims(input.dims)} takes ${mels} mel bands, but n_mels is ${nMels}`);
+        }
+    }
+    // The length the model's fixed input size implies, and the one options ask for: they must agree.
+    const fixedSteps = fixed(steps);
+    const modelLength = fixedSteps === undefined ? undefined : features === 'log_mel' ? samplesForFrames(fixedSteps, nFft, hop) : fixedSteps;
+    const asked = options.length_s === undefined ? undefined : Math.max(1, Math.round(options.length_s * rate));
+    if (asked !== undefined && fixedSteps !== undefined && (features === 'log_mel' ? frameCount(asked, nFft, hop) : asked) !== fixedSteps) {
+        throw new Error(`length_s: ${options.length_s} makes ${asked} samples at ${rate} Hz, but input "${input.name}" ${showDims(input.dims)} takes ${fixedSteps} ${features === 'log_mel' ? 'frames' : 'samples'}`);
+    }
+    return {
+        options, rate, features, input, mask, melsFirst,
+        mel: { rate, nFft, hop, nMels, logOffset: options.log_offset ?? fallbacks.log_offset },
+        length: asked ?? modelLength
+    };
+}
+
+/** The text of a base64 audio from a JSON body, without its data: URL prefix; refuses URLs (they are never fetched). */
+function base64Text(value: unknown, name: string): string {
+    if (typeof value !== 'string' || !value) {
+        throw fail('INVALID_BODY', `"${name}" must be a WAV file encoded as a non-empty base64 string`);
+    }
+    const head = value.slice(0, 256);
+    const dataUrl = /^data:([^,]*),/.exec(head);
+    if (dataUrl) {
+        if (!/;base64$/i.test(dataUrl[1])) {
+            throw fail('INVALID_BODY', `"${name}" is a data: URL without ";base64"; encode the WAV file in base64`);
+        }
+        return value.slice(dataUrl[0].length);
+    }
+    if (/^[a-z][a-z0-9+.-]*:/i.test(head)) {
+        throw fail('INVALID_BODY', `"${name}" is a URL; the audio handler does not fetch URLs: send the WAV file itself, base64-encoded`);
+    }
+    return value;
+}
+
+function itemOf(req: RequestIn): Item {
+    const type = req.contentType;
+    if (wavTypes.has(type)) {
+        if (!Buffer.isBuffer(req.payload) || !req.payload.length) {
+            throw fail('INVALID_BODY', 'the body is empty: send the bytes of a WAV file');
+        }
+        return { audios: [req.payload], list: false };
+    }
+    if (type === 'multipart/form-data') {
+        const files = Object.values((req.payload ?? {}) as Record<string, unknown>).flat().filter((v): v is Buffer => Buffer.isBuffer(v));
+        if (!files.length) {
+            throw fail('INVALID_BODY', 'the multipart body holds no file: send each WAV file as a file part');
+        }
+        return { audios: files, list: files.length > 1 };
+    }
+    if (type === 'application/json') {
+        const body = req.payload as Record<string, unknown> | null;
+        if (!body || typeof body !== 'object' || Array.isArray(body) || (body.audio === undefined) === (body.audios === undefined)) {
+            throw fail('INVALID_BODY', 'the body must be {"audio": "<base64 WAV>"} or {"audios": ["<base64 WAV>", ...]}');
+        }
+        if (body.audio !== undefined) {
+            return { audios: [base64Text(body.audio, 'audio')], list: false };
+        }
+        if (!Array.isArray(body.audios) || !body.audios.length) {
+            throw fail('INVALID_BODY', '"audios" must be a non-empty array of base64 WAV files');
+        }
+        return { audios: body.audios.map((a, i) => base64Text(a, `audios[${i}]`)), list: true };
+    }
+    if (type.startsWith('audio/')) {
+        throw fail('UNSUPPORTED_MEDIA_TYPE', `the audio handler decodes WAV only (audio/wav), not ${type}`);
+    }
+    throw fail('UNSUPPORTED_MEDIA_TYPE', `the audio handler takes audio/wav, multipart/form-data or application/json, not ${type || 'a body without a content type'}`);
+}
+
+/** One audio to the model's rate and length: mono samples, and how many of them are the audio's own (not padding).
+ * Throws (a plain Error) what is wrong with it. */
+function samplesOf(audio: Audio, l: Layout): { x: Float32Array; real: number } {
+    let bytes: Uint8Array;
+    if (typeof audio === 'string') {
+        if (/[^A-Za-z0-9+/=_\s-]/.test(audio)) {
+            throw new Error('not valid base64');
+        }
+        bytes = Buffer.from(audio, 'base64');
+    }
+    else {
+        bytes = audio;
+    }
+    const { rate, channels } = decodeWav(bytes);
+    if (rate < minRate || rate > maxRate) {
+        throw new Error(`its sample rate, ${rate} Hz, is outside ${minRate} to ${maxRate} Hz`);
+    }
+    let x = mixdown(channels);
+    if (!x.length) {
+        throw new Error('the WAV file holds no samples');
+    }
+    if (l.length !== undefined) {
+        // Only what the kept length needs is resampled.
+        const real = Math.min(l.length, Math.ceil(x.length * l.rate / rate));
+        return { x: fitLength(resample(x.subarray(0, samplesNeeded(l.length, rate, l.rate)), rate, l.rate), l.length), real };
+    }
+    if (x.length / rate > l.options.max_length_s) {
+        throw new Error(`it lasts ${(x.length / rate).toFixed(1)} s; this deployment takes at most ${l.options.max_length_s} s (max_length_s)`);
+    }
+    x = resample(x, rate, l.rate);
+    return { x, real: x.length };
+}
+
+export const audio: HandlerFactory<Item> = (ctx) => {
+    const options = resolveOptions(ctx);
+    let topK = options.top_k;
+    let memo: { sig: Signature; layout: Layout } | undefined;
+    const layoutOf = (sig: Signature): Layout => {
+        if (memo?.sig !== sig) {
+            memo = { sig, layout: layout(options, sig) };
+        }
+        return memo.layout;
+    };
+    // Variable-length audio for a model without attention_mask: each request batches alone.
+    let solo = 0;
+
+    const prediction = Joi.object({ label: Joi.string(), score: Joi.number() });
+    const answer = (sig: Signature): Joi.Schema => options.task === 'classification'
+        ? Joi.object({
+            label: Joi.string().description('the best label'),
+            score: Joi.number().description('its probability (softmax)'),
+            predictions: Joi.array().items(prediction).description('the top_k labels, best first')
+        })
+        : Joi.object({ outputs: Joi.object(Object.fromEntries(sig.outputs.map((o) => [o.name, Joi.any()]))).description('each output\'s row for this audio') });
+
+    const handler: Handler<Item> = {
+        requestSchema() {
+            return Joi.object({
+                audio: Joi.string().description('one WAV file, base64-encoded (a data:audio/wav;base64, prefix is fine); URLs are not fetched'),
+                audios: Joi.array().items(Joi.string()).min(1).description('several WAV files, base64-encoded; the answer is {"results": [...]}, one per file')
+            }).description('exactly one of "audio" and "audios"; or send a WAV file as the body (audio/wav), or WAV files as multipart/form-data');
+        },
+
+        responseSchema(sig) {
+            const one = answer(sig);
+            return Joi.alternatives(one, Joi.object({ results: Joi.array().items(one).description('one per audio, in order') }));
+        },
+
+        example(sig) {
+            // A quarter second of 440 Hz at the model's rate, 16-bit mono.
+            const rate = layoutOf(sig).rate;
+            const samples = Int16Array.from({ length: Math.round(rate / 4) }, (_, i) => Math.round(8000 * Math.sin(2 * Math.PI * 440 * i / rate)));
+            const wav = new WaveFile();
+            wav.fromScratch(1, rate, '16', samples);
+            return { audio: Buffer.from(wav.toBuffer()).toString('base64') };
+        },
+
+        openapi() {
+            const binary = { type: 'string', format: 'binary' };
+            return {
+                content: {
+                    'audio/wav': { schema: { ...binary, description: 'a WAV file (PCM 8/16/24/32-bit or float; any rate and channels). audio/x-wav, audio/wave and application/octet-stream are taken too' } },
+                    'multipart/form-data': {
+                        schema: { type: 'object', description: 'one or more WAV files as file parts (any field names); several files are answered with {"results": [...]}', properties: { file: binary } }
+                    }
+                }
+            };
+        },
+
+        parse(req, sig) {
+            const item = itemOf(req);
+            const cap = fixedBatch(sig);
+            if (cap && item.audios.length > cap) {
+                throw fail('INVALID_BODY', `this model takes at most ${cap} audios per request; this one has ${item.audios.length}`);
+            }
+            const l = layoutOf(sig);
+            const key = l.length !== undefined || l.mask ? '' : `solo:${++solo}`;
+            return { rows: item.audios.length, key, item };
+        },
+
+        load(sig) {
+            layoutOf(sig);
+        },
+
+        preprocess(items, sig) {
+            const l = layoutOf(sig);
+            // Per audio: its steps (samples or frames), those of them that are not padding, and its row of features,
+            // [steps] or [steps, n_mels].
+            const rows: Array<{ steps: number; real: number; data: Float32Array }> = [];
+            for (const item of items) {
+                item.audios.forEach((a, i) => {
+                    let x: Float32Array;
+                    let real: number;
+                    try {
+                        ({ x, real } = samplesOf(a, l));
+                    }
+                    catch (err) {
+                        throw fail('INVALID_MEDIA', `${item.audios.length > 1 ? `audio ${i + 1}: ` : ''}${(err as Error).message}`);
+                    }
+                    if (l.features === 'waveform') {
+                        rows.push({ steps: x.length, real, data: x });
+                    }
+                    else {
+                        const { data, frames } = logMel(x, l.mel);
+                        rows.push({ steps: frames, real: Math.min(frames, frameCount(real, l.mel.nFft, l.mel.hop)), data });
+                    }
+                });
+            }
+            const steps = Math.max(...rows.map((r) => r.steps));
+            if (!l.mask && rows.some((r) => r.steps !== steps)) {
+                throw fail('INVALID_BODY', `this model takes audio of any length but no attention_mask, so the audios of one request must be equally long at ${l.rate} Hz (these make ${rows.map((r) => r.steps).join(', ')} ${l.features === 'log_mel' ? 'frames' : 'samples'}); send them in separate requests`);
+            }
+            const batch = Math.max(rows.length, fixedBatch(sig) ?? 0);
+            const width = l.features === 'log_mel' ? l.mel.nMels : 1;
+            // Padding (shorter rows, and the rows a fixed batch size adds) is zeros, masked out by attention_mask.
+            const data = new Float32Array(batch * steps * width);
+            rows.forEach((r, i) => {
+                if (!l.melsFirst) {
+                    data.set(r.data, i * steps * width);
+                    return;
+                }
+                for (let f = 0; f < r.steps; f++) {
+                    for (let m = 0; m < width; m++) {
+                        data[(i * width + m) * steps + f] = r.data[f * width + m];
+                    }
+                }
+            });
+            const dims = l.features === 'waveform' ? [batch, steps] : l.melsFirst ? [batch, width, steps] : [batch, steps, width];
+            const feeds: Feeds = { [l.input.name]: { type: 'float32', data, dims } };
+            if (l.mask) {
+                const d = dtype(l.mask.type, l.mask.name);
+                const mask = new d.ctor(batch * steps);
+                const one = (d.bigint ? 1n : 1) as never;
+                // 1 on the audio's own samples (or frames), 0 on padding: a batch's, or that of a fixed length.
+                rows.forEach((r, i) => mask.fill(one, i * steps, i * steps + r.real));
+                feeds[l.mask.name] = { type: l.mask.type, data: mask, dims: [batch, steps] };
+            }
+            return feeds;
+        },
+
+        postprocess(outputs, items, sig) {
+            const total = items.reduce((n, it) => n + it.audios.length, 0);
+            const padded = Math.max(total, fixedBatch(sig) ?? 0);
+            let answers: unknown[];
+            if (options.task === 'classification') {
+                const logits = outputs[sig.outputs[0].name];
+                const names = labelNames(options, ctx.model, logits.dims[logits.dims.length - 1]);
+                answers = classify(logits, names, topK).map((p) => ({ label: p[0].label, score: p[0].score, predictions: p }));
+            }
+            else {
+                answers = Array.from({ length: total }, (_, r) => ({
+                    outputs: Object.fromEntries(Object.entries(outputs).map(([name, t]) =>
+                        [name, t.dims[0] === padded ? (toNested(t, r, 1) as unknown[])[0] : toNested(t)]))
+                }));
+            }
+            let at = 0;
+            return items.map((it) => {
+                const mine = answers.slice(at, at += it.audios.length);
+                return it.list ? { results: mine } : mine[0];
+            });
+        },
+
+        reconfigure(userConfig) {
+            // user_config: { top_k } changes how many labels come back, live.
+            const { error, value } = Joi.object({ top_k: Joi.number().integer().min(1).max(1000) }).validate(userConfig);
+            if (error) {
+                throw new Error(`user_config of the audio handler: ${error.message}`);
+            }
+            topK = value.top_k ?? options.top_k;
+        }
+    };
+    return handler;
+};

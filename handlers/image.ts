@@ -1,0 +1,378 @@
+// The image handler: JPEG, PNG, WebP, GIF, AVIF or TIFF images in (a raw image/* body, multipart files, or base64
+// in JSON), resized and normalised into the model's image tensor, top-k labels or the raw outputs back.
+//
+// The front process only collects the bytes and checks their magic numbers; decoding (sharp/libvips), resizing and
+// normalising run in the replica. Per image: EXIF orientation applied, the first frame of an animation, transparency
+// composited onto white (as Hugging Face's convert_rgb does), resized (crop / letterbox / stretch), then each pixel
+// value v (0-255) becomes (v * rescale_factor - mean[c]) / std[c]. Grayscale is ITU-R 601 luma
+// (0.299 R + 0.587 G + 0.114 B, PIL's "L"). Letterbox padding is black (v = 0) before normalising.
+import Joi from 'joi';
+import sharp from 'sharp';
+import { fail } from '../lib/errors';
+import { sliceRows, toNested } from '../lib/tensor';
+import { classify, labelNames } from './classify';
+import { fixedBatch } from './handler';
+import type { Feeds, Handler, HandlerFactory, ModelFiles, RequestIn, Signature, Tensor } from './handler';
+import type { ImageOptions, Resample } from '../schemas/image';
+
+/** One request: the bytes of its images, and whether it sent a list (then its body is `{results: [...]}`). */
+export interface ImageItem {
+    images: Uint8Array[];
+    list: boolean;
+}
+
+/** How images become the model's input tensor; settled once per model signature. */
+export interface Plan {
+    input: string;
+    layout: 'nchw' | 'nhwc';
+    channels: 1 | 3;
+    height: number;
+    width: number;
+    /** crop: the short side is resized to at least this first (size.shortest_edge with crop_size); 0 when unset */
+    shortest: number;
+    resize: 'crop' | 'letterbox' | 'stretch';
+    resample: Resample;
+    rescale: number;
+    /** one per channel */
+    mean: number[];
+    std: number[];
+}
+
+/** Decoded images may have at most this many pixels (a decompression bomb is refused, not decoded). */
+export const maxPixels = 8192 * 8192;
+
+const formats: Array<[string, RegExp]> = [
+    ['JPEG', /^\xff\xd8\xff/],
+    ['PNG', /^\x89PNG\r\n\x1a\n/],
+    ['GIF', /^GIF8[79]a/],
+    ['WebP', /^RIFF[^]{4}WEBP/],
+    ['AVIF', /^[^]{4}ftyp(avif|avis|mif1|msf1)/],
+    ['TIFF', /^(II\*\0|MM\0\*)/]
+];
+const formatNames = 'JPEG, PNG, WebP, GIF, AVIF or TIFF';
+const isUrl = /^[a-z][a-z0-9+.-]*:\/\//i;
+const noFetch = 'tsserve never fetches URLs: send the image\'s bytes (a raw image/* body, a multipart file, or base64 in JSON)';
+
+/** The image format its first bytes announce, if it is one we decode. */
+export function sniff(bytes: Uint8Array): string | undefined {
+    const head = Buffer.from(bytes.subarray(0, 12)).toString('latin1');
+    return formats.find(([, re]) => re.test(head))?.[0];
+}
+
+/** Front-door checks of one image's bytes: present, not a URL, and an image format we decode (by its magic number). */
+function checkBytes(bytes: Buffer, at: string): Buffer {
+    if (!bytes.length) {
+        throw fail('INVALID_BODY', `${at} is empty`);
+    }
+    if (isUrl.test(bytes.subarray(0, 16).toString('latin1'))) {
+        throw fail('INVALID_BODY', `${at} is a URL; ${noFetch}`);
+    }
+    if (!sniff(bytes)) {
+        throw fail('INVALID_MEDIA', `${at} is not a ${formatNames} image`);
+    }
+    return bytes;
+}
+
+function fromBase64(value: unknown, at: string): Buffer {
+    if (typeof value !== 'string') {
+        throw fail('INVALID_BODY', `${at} must be a base64 string`);
+    }
+    let text = value.trim();
+    if (isUrl.test(text)) {
+        throw fail('INVALID_BODY', `${at} is a URL; ${noFetch}`);
+    }
+    const dataUrl = /^data:([^,]*),/i.exec(text);
+    if (dataUrl) {
+        if (!/;base64$/i.test(dataUrl[1])) {
+            throw fail('INVALID_BODY', `${at} is a data: URL without ";base64"`);
+        }
+        text = text.slice(dataUrl[0].length);
+    }
+    // MIME base64 wraps its lines.
+    text = text.replace(/\s+/g, '');
+    if (text && (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(text) || text.length % 4 === 1)) {
+        throw fail('INVALID_BODY', `${at} is not valid base64`);
+    }
+    return checkBytes(Buffer.from(text, 'base64'), at);
+}
+
+const jsonShape = 'the body must be {"image": "<base64>"} or {"images": ["<base64>", ...]} (a data: URL prefix is fine)';
+
+/** The images of a request, as bytes, without decoding them. */
+function collect(req: RequestIn): ImageItem {
+    const type = req.contentType;
+    const body = req.payload;
+    if (type.startsWith('image/') || type === 'application/octet-stream') {
+        return { images: [checkBytes(Buffer.isBuffer(body) ? body : Buffer.alloc(0), 'the body')], list: false };
+    }
+    if (type === 'multipart/form-data') {
+        const files = Object.entries(Object(body) as Record<string, unknown>).flatMap(([name, v]) =>
+            [v].flat().filter(Buffer.isBuffer).map((b, i, all) => checkBytes(b, `file part "${name}"${all.length > 1 ? ` #${i + 1}` : ''}`)));
+        if (!files.length) {
+            throw fail('INVALID_BODY', 'the multipart body holds no file part (curl -F "image=@photo.jpg")');
+        }
+        return { images: files, list: files.length > 1 };
+    }
+    if (type !== 'application/json') {
+        throw fail('UNSUPPORTED_MEDIA_TYPE', `the image handler takes image/* (JPEG, PNG, WebP, GIF, AVIF, TIFF), multipart/form-data or application/json, not ${type}`);
+    }
+    const json = body as { image?: unknown; images?: unknown } | null;
+    if (!json || typeof json !== 'object' || Array.isArray(json) || (json.image === undefined) === (json.images === undefined)) {
+        throw fail('INVALID_BODY', jsonShape);
+    }
+    if (json.image !== undefined) {
+        return { images: [fromBase64(json.image, '"image"')], list: false };
+    }
+    if (!Array.isArray(json.images) || !json.images.length) {
+        throw fail('INVALID_BODY', '"images" must be a non-empty array of base64 strings');
+    }
+    return { images: json.images.map((s, i) => fromBase64(s, `"images"[${i}]`)), list: true };
+}
+
+// ---- the plan: size, layout, channels and normalisation, from serve.yaml, preprocessor_config.json and the model
+
+type Size = { height: number; width: number; shortest?: number };
+
+const positive = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
+
+/** A Hugging Face size: a number, {height, width} or {shortest_edge}; undefined for anything else. */
+function hfSize(v: unknown): Size | undefined {
+    if (positive(v)) {
+        return { height: v, width: v };
+    }
+    const o = (v ?? {}) as { height?: unknown; width?: unknown; shortest_edge?: unknown };
+    if (positive(o.height) && positive(o.width)) {
+        return { height: o.height, width: o.width };
+    }
+    return positive(o.shortest_edge) ? { height: o.shortest_edge, width: o.shortest_edge, shortest: o.shortest_edge } : undefined;
+}
+
+const pilFilters: Record<number, Resample> = { 0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic' };
+
+const numbers = (v: unknown): number[] | undefined => typeof v === 'number' ? [v]
+    : Array.isArray(v) && v.length && v.every((x) => typeof x === 'number' && Number.isFinite(x)) ? v : undefined;
+
+/** Settles how this model's images are made. Throws (the replica does not start) when the settings contradict the model. */
+export function makePlan(options: ImageOptions, preprocessor: Record<string, unknown> | undefined, sig: Signature): Plan {
+    const pre = preprocessor ?? {};
+    const [input, ...others] = sig.inputs;
+    const dims = input.dims;
+    const shape = `[${dims.join(', ')}]`;
+    if (others.length) {
+        throw new Error(`the image handler feeds one image input; this model has ${sig.inputs.length} (${sig.inputs.map((i) => i.name).join(', ')})`);
+    }
+    if (input.type !== 'float32' || dims.length !== 4) {
+        throw new Error(`the image handler feeds a float32 NCHW or NHWC tensor; input "${input.name}" is ${input.type} ${shape}`);
+    }
+    const isChannels = (d: number | string) => d === 1 || d === 3;
+    const layout = options.layout ?? (isChannels(dims[1]) || !isChannels(dims[3]) ? 'nchw' : 'nhwc');
+    const [c, h, w] = layout === 'nchw' ? [dims[1], dims[2], dims[3]] : [dims[3], dims[1], dims[2]];
+    const channels = options.channels ?? (c === 1 ? 1 : 3);
+    if (typeof c === 'number' && c !== channels) {
+        throw new Error(`input "${input.name}" ${shape} has ${c} channels in ${layout} layout, but ${channels} are asked for; check options.channels and options.layout`);
+    }
+
+    const crop = pre.do_center_crop !== false ? hfSize(pre.crop_size) : undefined;
+    const preSize = hfSize(pre.size);
+    const fixed = positive(h) && positive(w) ? { height: h, width: w } : undefined;
+    const option = options.size === undefined ? undefined : hfSize(options.size);
+    const size: Size = option ?? (crop ? { ...crop, shortest: preSize?.shortest } : preSize) ?? fixed ?? { height: 224, width: 224 };
+    if ((positive(h) && h !== size.height) || (positive(w) && w !== size.width)) {
+        throw new Error(`input "${input.name}" ${shape} takes ${h}x${w} images (height x width), but the size settings ask for ${size.height}x${size.width}`);
+    }
+    const resize = options.resize ?? (!option && !crop && preSize && !preSize.shortest ? 'stretch' : 'crop');
+
+    const rescale = options.rescale_factor ?? (pre.do_rescale === false ? 1 : typeof pre.rescale_factor === 'number' ? pre.rescale_factor : 1 / 255);
+    const normalize = pre.do_normalize !== false;
+    const perChannel = (name: string, given: number[] | undefined, fromFile: unknown, fallback: number): number[] => {
+        const v = given ?? (normalize ? numbers(fromFile) : undefined) ?? [fallback];
+        if (v.length !== 1 && v.length !== channels) {
+            throw new Error(`${name} has ${v.length} values, but the model takes ${channels} channel${channels > 1 ? 's' : ''}`);
+        }
+        return Array.from({ length: channels }, (_, k) => v[v.length === 1 ? 0 : k]);
+    };
+    const mean = perChannel('mean (options.mean or image_mean)', options.mean, pre.image_mean, 0);
+    const std = perChannel('std (options.std or image_std)', options.std, pre.image_std, 1);
+    if (std.includes(0)) {
+        throw new Error('std (options.std or image_std) must not be 0');
+    }
+    const resample = options.resample ?? pilFilters[pre.resample as number] ?? 'bilinear';
+    return { input: input.name, layout, channels, height: size.height, width: size.width, shortest: size.shortest ?? 0, resize, resample, rescale, mean, std };
+}
+
+// ---- decoding and the tensor
+
+const kernels = { nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos: 'lanczos3' } as const;
+
+/** Decodes one image and writes it, normalised, as row `row` of `out` (laid out as the plan says). */
+async function fill(bytes: Uint8Array, p: Plan, out: Float32Array, row: number, at: string): Promise<void> {
+    const img = sharp(bytes, { limitInputPixels: maxPixels, failOn: 'warning' }).rotate();
+    const kernel = kernels[p.resample];
+    if (p.resize === 'stretch') {
+        img.resize(p.width, p.height, { fit: 'fill', kernel });
+    }
+    else if (p.resize === 'letterbox') {
+        img.resize(p.width, p.height, { fit: 'inside', kernel });
+    }
+    else {
+        img.resize(Math.max(p.width, p.shortest), Math.max(p.height, p.shortest), { fit: 'outside', kernel });
+    }
+    let decoded: { data: Buffer; info: { width: number; height: number } };
+    try {
+        decoded = await img.flatten({ background: '#ffffff' }).toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    }
+    catch (err) {
+        // libvips says which decoder failed, or (when its error came from another thread) only that a warning was fatal.
+        const why = (err as Error).message.split('\n')[0].replace(/^Warning treated as error.*/, 'it is truncated or corrupt');
+        throw fail('INVALID_MEDIA', `${at} cannot be decoded: ${why}`);
+    }
+    const { data, info: { width: sw, height: sh } } = decoded;
+    const { width: W, height: H, channels: C, rescale, mean, std } = p;
+    // The resized image is centred on the target: cropped where it is larger, padded with black where smaller.
+    const left = Math.floor((sw - W) / 2);
+    const top = Math.floor((sh - H) / 2);
+    const [channelStride, pixelStride] = p.layout === 'nchw' ? [H * W, 1] : [1, C];
+    const base = row * C * H * W;
+    for (let y = 0; y < H; y++) {
+        const sy = y + top;
+        for (let x = 0; x < W; x++) {
+            const sx = x + left;
+            const i = (sy * sw + sx) * 3;
+            const inside = sy >= 0 && sy < sh && sx >= 0 && sx < sw;
+            const o = base + (y * W + x) * pixelStride;
+            for (let c = 0; c < C; c++) {
+                const v = !inside ? 0 : C === 1 ? 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2] : data[i + c];
+                out[o + c * channelStride] = (v * rescale - mean[c]) / std[c];
+            }
+        }
+    }
+}
+
+/** The images as one float32 batch tensor, zero rows added up to `rows` (a model with a fixed batch size). */
+export async function imageTensor(images: Array<{ bytes: Uint8Array; at: string }>, p: Plan, rows = images.length): Promise<Tensor> {
+    const n = Math.max(rows, images.length);
+    const data = new Float32Array(n * p.channels * p.height * p.width);
+    await Promise.all(images.map((im, k) => fill(im.bytes, p, data, k, im.at)));
+    const dims = p.layout === 'nchw' ? [n, p.channels, p.height, p.width] : [n, p.height, p.width, p.channels];
+    return { type: 'float32', data, dims };
+}
+
+// ---- the handler
+
+/** A tiny PNG that decodes, for the OpenAPI example: 2x2 white pixels. */
+const examplePng = 'iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAACXBIWXMAAAPoAAAD6AG1e1JrAAAADklEQVQImWP4DwYMEAoAU7oL9W/sIDEAAAAASUVORK5CYII=';
+
+export const image: HandlerFactory<ImageItem> = (ctx) => {
+    const options = ctx.options as unknown as ImageOptions;
+    const model: ModelFiles = ctx.model;
+    let plan: { sig: Signature; plan: Plan } | undefined;
+    const planFor = (sig: Signature): Plan => {
+        if (plan?.sig !== sig) {
+            plan = { sig, plan: makePlan(options, model.preprocessor, sig) };
+        }
+        return plan.plan;
+    };
+    const logitsOf = (sig: Signature): string => {
+        const name = options.output ?? (sig.outputs.some((o) => o.name === 'logits') ? 'logits' : sig.outputs[0].name);
+        if (!sig.outputs.some((o) => o.name === name)) {
+            throw new Error(`options.output is "${name}", not among the model's outputs (${sig.outputs.map((o) => o.name).join(', ')})`);
+        }
+        return name;
+    };
+
+    const prediction = Joi.object({ label: Joi.string(), score: Joi.number() });
+    const classification = Joi.object({
+        label: Joi.string().description('the best label'),
+        score: Joi.number().description('its softmax probability'),
+        predictions: Joi.array().items(prediction).description('the top_k labels, best first')
+    });
+    const raw = (sig: Signature) => Joi.object({
+        outputs: Joi.object(Object.fromEntries(sig.outputs.map((o) => [o.name, Joi.array().description(`${o.type} [${o.dims.slice(1).join(', ')}] for this image`)])))
+    });
+
+    const handler: Handler<ImageItem> = {
+        requestSchema() {
+            const b64 = Joi.string().description('base64 of a JPEG, PNG, WebP, GIF, AVIF or TIFF file; a data: URL is fine; URLs are not fetched');
+            return Joi.alternatives(
+                Joi.object({ image: b64.required() }),
+                Joi.object({ images: Joi.array().items(b64).min(1).required().description('several images: the response is {"results": [...]}, one per image') })
+            );
+        },
+
+        responseSchema(sig) {
+            const one = options.task === 'raw' ? raw(sig) : classification;
+            return Joi.alternatives(one, Joi.object({ results: Joi.array().items(one).description('one per image, for a list of images') }));
+        },
+
+        example() {
+            return { image: examplePng };
+        },
+
+        openapi() {
+            const binary = { type: 'string', format: 'binary' };
+            return {
+                content: {
+                    'image/*': { schema: { ...binary, description: 'one JPEG, PNG, WebP, GIF, AVIF or TIFF image' } },
+                    'multipart/form-data': {
+                        schema: {
+                            type: 'object',
+                            description: 'one or more file parts, of any names; several files get {"results": [...]}',
+                            properties: { image: binary, images: { type: 'array', items: binary } }
+                        }
+                    }
+                }
+            };
+        },
+
+        parse(req, sig) {
+            const item = collect(req);
+            const cap = fixedBatch(sig);
+            if (cap && item.images.length > cap) {
+                throw fail('INVALID_BODY', `this model takes at most ${cap} image${cap > 1 ? 's' : ''} per request; this one sent ${item.images.length}`);
+            }
+            return { rows: item.images.length, key: '', item };
+        },
+
+        load(sig) {
+            planFor(sig);
+            if (options.task === 'classification') {
+                logitsOf(sig);
+            }
+        },
+
+        async preprocess(items, sig) {
+            const p = planFor(sig);
+            const images = items.flatMap((it) => it.images.map((bytes, j) => ({ bytes, at: it.list ? `image ${j + 1} of ${it.images.length}` : 'the image' })));
+            return { [p.input]: await imageTensor(images, p, fixedBatch(sig)) };
+        },
+
+        postprocess(outputs: Feeds, items, sig) {
+            const rows = items.reduce((n, it) => n + it.images.length, 0);
+            const padded = Math.max(rows, fixedBatch(sig) ?? 0);
+            let per: unknown[];
+            if (options.task === 'raw') {
+                per = Array.from({ length: rows }, (_, r) => ({
+                    outputs: Object.fromEntries(Object.entries(outputs).map(([name, t]) =>
+                        [name, t.dims[0] === padded ? (toNested(sliceRows(t, r, 1)) as unknown[])[0] : toNested(t)]))
+                }));
+            }
+            else {
+                const logits = outputs[logitsOf(sig)];
+                const names = labelNames(options, model, logits.dims[logits.dims.length - 1]);
+                per = classify(logits, names, options.top_k).slice(0, rows).map((predictions) => ({ ...predictions[0], predictions }));
+            }
+            let at = 0;
+            return items.map((it) => {
+                const mine = per.slice(at, at += it.images.length);
+                return it.list ? { results: mine } : mine[0];
+            });
+        },
+
+        reconfigure(userConfig) {
+            if (Object.keys(userConfig).length) {
+                throw new Error(`the image handler takes no user_config (received ${Object.keys(userConfig).join(', ')}); its settings go under options:`);
+            }
+        }
+    };
+    return handler;
+};

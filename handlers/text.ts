@@ -1,0 +1,321 @@
+// The text handler: texts (or text pairs) as JSON in; the model folder's Hugging Face tokenizer.json, truncation and
+// per-batch padding in the replica; class labels (softmax over the logits) or pooled embeddings out.
+import fs from 'node:fs';
+import path from 'node:path';
+import Joi from 'joi';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { fail } from '../lib/errors';
+import { classify, labelNames } from './classify';
+import { fixedBatch } from './handler';
+import type { Feeds, Handler, HandlerFactory, Signature, Tensor } from './handler';
+import type { TextOptions } from '../schemas/text';
+
+/** One text, or a text pair as [text, text_pair]. */
+export type TextInput = string | [string, string];
+
+/** One request: its texts, and whether it sent a list ("texts") or a single text. */
+export interface TextItem {
+    texts: TextInput[];
+    list: boolean;
+}
+
+/** A tokenized text: its ids and token type ids, special tokens included, truncated; not padded. */
+export interface Encoded {
+    ids: number[];
+    types: number[];
+}
+
+/** The inputs the text handler can feed, by the names Hugging Face models give them. */
+const FED = ['input_ids', 'attention_mask', 'token_type_ids'];
+
+/** The parts of tokenizer.json that @huggingface/tokenizers does not apply itself. */
+interface TokenizerJson {
+    truncation?: { max_length?: number; direction?: string } | null;
+    padding?: { pad_id?: number; pad_type_id?: number } | null;
+}
+
+/**
+ * What preprocess learned about a batch that postprocess needs: each row's real token count (for mean pooling). Keyed by
+ * the batch's items array, which the replica hands to preprocess and then postprocess, so batches never mix.
+ */
+const batchLengths = new WeakMap<object, number[]>();
+
+const USAGE = 'the body must be {"text": "..."}, {"text": "...", "text_pair": "..."} or {"texts": ["...", ["text", "text pair"], ...]}';
+
+function checkText(value: unknown, where: string): string {
+    if (typeof value !== 'string') {
+        throw fail('INVALID_BODY', `"${where}" must be a string`);
+    }
+    if (!value.trim()) {
+        throw fail('INVALID_BODY', `"${where}" is empty`);
+    }
+    return value;
+}
+
+/** A loaded tokenizer that truncates and encodes as the tokenizer.json says, with max_length from serve.yaml first. */
+export class TextTokenizer {
+    readonly padId: number;
+    readonly padTypeId: number;
+    readonly maxLength: number;
+    private readonly left: boolean;
+    private readonly unk?: number;
+    private readonly specials = new Map<boolean, number>();
+
+    constructor(readonly tokenizer: Tokenizer, json: TokenizerJson, maxLength?: number) {
+        const id = (t: string) => tokenizer.token_to_id(t);
+        this.padId = json.padding?.pad_id ?? id('[PAD]') ?? id('<pad>') ?? 0;
+        this.padTypeId = json.padding?.pad_type_id ?? 0;
+        this.maxLength = maxLength ?? json.truncation?.max_length ?? 512;
+        this.left = json.truncation?.direction === 'Left';
+        this.unk = tokenizer.model?.unk_token_id;
+    }
+
+    /** Reads tokenizer.json (and tokenizer_config.json beside it, when there is one). */
+    static load(file: string, maxLength?: number): TextTokenizer {
+        try {
+            const json = JSON.parse(fs.readFileSync(file, 'utf8')) as TokenizerJson;
+            const configFile = path.join(path.dirname(file), 'tokenizer_config.json');
+            const config = fs.existsSync(configFile) ? JSON.parse(fs.readFileSync(configFile, 'utf8')) as object : {};
+            return new TextTokenizer(new Tokenizer(json, config), json, maxLength);
+        }
+        catch (err) {
+            throw new Error(`cannot load the tokenizer ${file}: ${(err as Error).message}`);
+        }
+    }
+
+    /** The tokenizer's post-processor (special tokens, type ids) on already tokenized sequences. */
+    private post(a: string[], b: string[] | null): { tokens: string[]; types: number[] } {
+        const out = this.tokenizer.post_processor?.(a, b, true) ?? { tokens: a, tokens_pair: b ?? undefined };
+        // Some post-processors (ByteLevel) hand the pair back apart, and give no type ids.
+        const tokens = [...out.tokens, ...out.tokens_pair ?? []];
+        return { tokens, types: out.token_type_ids ?? tokens.map((_, i) => i < out.tokens.length ? 0 : 1) };
+    }
+
+    /** How many special tokens the post-processor adds to a single text or a pair. */
+    private special(pair: boolean): number {
+        let n = this.specials.get(pair);
+        if (n === undefined) {
+            n = this.post([], pair ? [] : null).tokens.length;
+            this.specials.set(pair, n);
+        }
+        return n;
+    }
+
+    /** Hugging Face's "longest_first": trim the longer of the two until both fit, as evenly as it can. */
+    static truncatedLengths(a: number, b: number, max: number): [number, number] {
+        if (a + b <= max) {
+            return [a, b];
+        }
+        const shorter = Math.min(a, b);
+        if (shorter <= max - shorter) {
+            return a <= b ? [a, max - a] : [max - b, b];
+        }
+        const half = Math.floor(max / 2);
+        return a <= b ? [half, max - half] : [max - half, half];
+    }
+
+    encode(text: string, pair?: string, maxLength = this.maxLength): Encoded {
+        const a = this.tokenizer.tokenize(text);
+        const b = pair === undefined ? null : this.tokenizer.tokenize(pair);
+        const budget = Math.max(0, maxLength - this.special(b !== null));
+        const [na, nb] = TextTokenizer.truncatedLengths(a.length, b?.length ?? 0, budget);
+        const cut = (x: string[], n: number) => this.left ? x.slice(x.length - n) : x.slice(0, n);
+        const { tokens, types } = this.post(cut(a, na), b && cut(b, nb));
+        const ids = tokens.map((t) => {
+            const found = this.tokenizer.token_to_id(t) ?? this.unk;
+            if (found === undefined) {
+                throw fail('INVALID_BODY', `the token "${t}" is not in the tokenizer's vocabulary, which has no unknown token`);
+            }
+            return found;
+        });
+        return { ids, types };
+    }
+}
+
+const textSchema = Joi.string().min(1);
+
+export const text: HandlerFactory<TextItem> = (ctx) => {
+    const options = ctx.options as unknown as TextOptions;
+    let tok: TextTokenizer | undefined;
+    let outputName = '';
+
+    /** The output to read: options.output, else logits (classification) or last_hidden_state (embedding), else the first. */
+    const output = (sig: Signature): string => options.output
+        ?? sig.outputs.find((o) => o.name === (options.task === 'classification' ? 'logits' : 'last_hidden_state'))?.name
+        ?? sig.outputs[0].name;
+
+    const single = (): Joi.Schema => options.task === 'classification'
+        ? Joi.object({
+            label: Joi.string().description('the most likely label'),
+            score: Joi.number().description('its probability'),
+            predictions: Joi.array().items(Joi.object({ label: Joi.string(), score: Joi.number() }))
+                .description(`the top ${options.top_k} labels, best first`)
+        })
+        : Joi.object({
+            embedding: Joi.array().items(Joi.number())
+                .description(`the text's embedding (${options.pooling} pooling${options.normalize ? ', unit length' : ''})`)
+        });
+
+    const handler: Handler<TextItem> = {
+        requestSchema() {
+            return Joi.alternatives(
+                Joi.object({
+                    text: textSchema.required().description('the text'),
+                    text_pair: textSchema.description('a second text, for models that take pairs (token_type_ids 1)')
+                }),
+                Joi.object({
+                    texts: Joi.array().items(Joi.alternatives(textSchema, Joi.array().items(textSchema).length(2))).min(1).required()
+                        .description('several texts; a pair is a two-item array. The answer is {"results": [...]}, in order')
+                })
+            );
+        },
+
+        responseSchema() {
+            const one = single();
+            return Joi.alternatives(one, Joi.object({ results: Joi.array().items(one) }));
+        },
+
+        example() {
+            return { text: 'I loved this film, it was wonderful' };
+        },
+
+        parse(req, sig) {
+            if (req.contentType !== 'application/json') {
+                throw fail('UNSUPPORTED_MEDIA_TYPE', `the text handler takes application/json, not ${req.contentType || 'a body without a content type'}; ${USAGE}`);
+            }
+            const body = req.payload as Record<string, unknown> | null;
+            if (!body || typeof body !== 'object' || Array.isArray(body)) {
+                throw fail('INVALID_BODY', USAGE);
+            }
+            const extra = Object.keys(body).filter((k) => !['text', 'text_pair', 'texts'].includes(k));
+            if (extra.length || ('texts' in body) === ('text' in body) || ('texts' in body && 'text_pair' in body)) {
+                throw fail('INVALID_BODY', `${USAGE}${extra.length ? `; unknown field "${extra[0]}"` : ''}`);
+            }
+            let item: TextItem;
+            if ('text' in body) {
+                const first = checkText(body.text, 'text');
+                item = { texts: ['text_pair' in body ? [first, checkText(body.text_pair, 'text_pair')] : first], list: false };
+            }
+            else {
+                if (!Array.isArray(body.texts) || !body.texts.length) {
+                    throw fail('INVALID_BODY', '"texts" must be a non-empty array of texts and [text, text pair] arrays');
+                }
+                item = {
+                    texts: body.texts.map((t: unknown, i) => {
+                        if (!Array.isArray(t)) {
+                            return checkText(t, `texts[${i}]`);
+                        }
+                        if (t.length !== 2) {
+                            throw fail('INVALID_BODY', `"texts[${i}]" is an array, so it must be a pair: [text, text pair]`);
+                        }
+                        return [checkText(t[0], `texts[${i}][0]`), checkText(t[1], `texts[${i}][1]`)];
+                    }),
+                    list: true
+                };
+            }
+            const cap = fixedBatch(sig);
+            if (cap && item.texts.length > cap) {
+                throw fail('INVALID_BODY', `this model takes at most ${cap} texts per request`);
+            }
+            return { rows: item.texts.length, key: '', item };
+        },
+
+        load(sig) {
+            if (!ctx.model.tokenizer) {
+                throw new Error(ctx.model.dir
+                    ? `the text handler needs a Hugging Face tokenizer.json in the model folder ${ctx.model.dir}, and there is none`
+                    : `the text handler needs a Hugging Face tokenizer.json: model.path ${ctx.model.file} is a lone file; point it at a folder holding the model and its tokenizer.json`);
+            }
+            const ids = sig.inputs.find((i) => i.name === 'input_ids');
+            const others = sig.inputs.filter((i) => !FED.includes(i.name)).map((i) => `"${i.name}"`);
+            if (!ids || others.length) {
+                throw new Error(`the text handler feeds ${FED.join(', ')}; the model's inputs are ${sig.inputs.map((i) => `"${i.name}"`).join(', ')}`);
+            }
+            const notInt = sig.inputs.find((i) => i.type !== 'int64' && i.type !== 'int32');
+            if (notInt) {
+                throw new Error(`the text handler feeds int64 or int32 tensors; the model's input "${notInt.name}" is ${notInt.type}`);
+            }
+            outputName = output(sig);
+            if (!sig.outputs.some((o) => o.name === outputName)) {
+                throw new Error(`options.output "${outputName}" is not among the model's outputs (${sig.outputs.map((o) => o.name).join(', ')})`);
+            }
+            tok = TextTokenizer.load(ctx.model.tokenizer, options.max_length);
+        },
+
+        preprocess(items, sig) {
+            const t = tok as TextTokenizer;
+            // A model whose sequence dimension is fixed takes exactly that many tokens.
+            const fixed = sig.inputs.find((i) => i.name === 'input_ids')?.dims[1];
+            const seqFixed = typeof fixed === 'number' && fixed > 0 ? fixed : undefined;
+            const max = Math.min(t.maxLength, seqFixed ?? Infinity);
+            const encoded = items.flatMap((it) => it.texts.map((x) => typeof x === 'string' ? t.encode(x, undefined, max) : t.encode(x[0], x[1], max)));
+            batchLengths.set(items, encoded.map((e) => e.ids.length));
+            const rows = Math.max(encoded.length, fixedBatch(sig) ?? 0);
+            const seq = seqFixed ?? Math.max(1, ...encoded.map((e) => e.ids.length));
+            const values: Record<string, number[]> = {
+                input_ids: new Array(rows * seq).fill(t.padId),
+                attention_mask: new Array(rows * seq).fill(0),
+                token_type_ids: new Array(rows * seq).fill(t.padTypeId)
+            };
+            encoded.forEach((e, r) => e.ids.forEach((id, k) => {
+                values.input_ids[r * seq + k] = id;
+                values.attention_mask[r * seq + k] = 1;
+                values.token_type_ids[r * seq + k] = e.types[k];
+            }));
+            return Object.fromEntries(sig.inputs.map((i) => [i.name, {
+                type: i.type,
+                data: i.type === 'int64' ? BigInt64Array.from(values[i.name], BigInt) : Int32Array.from(values[i.name]),
+                dims: [rows, seq]
+            }]));
+        },
+
+        postprocess(outputs: Feeds, items) {
+            const out = outputs[outputName] as Tensor;
+            const lengths = batchLengths.get(items) as number[];
+            const rows = lengths.length;
+            const data = out.data as Float32Array;
+            let answers: unknown[];
+            if (options.task === 'classification') {
+                if (out.dims.length !== 2) {
+                    throw fail('HANDLER_ERROR', `classification reads a [batch, classes] output; "${outputName}" is [${out.dims.join(', ')}]`);
+                }
+                const names = labelNames(options, ctx.model, out.dims[1]);
+                answers = classify({ ...out, data: data.subarray(0, rows * out.dims[1]), dims: [rows, out.dims[1]] }, names, options.top_k)
+                    .map((predictions) => ({ label: predictions[0].label, score: predictions[0].score, predictions }));
+            }
+            else {
+                if (out.dims.length !== 2 && out.dims.length !== 3) {
+                    throw fail('HANDLER_ERROR', `embedding reads a [batch, sequence, dim] or [batch, dim] output; "${outputName}" is [${out.dims.join(', ')}]`);
+                }
+                const dim = out.dims[out.dims.length - 1];
+                const seq = out.dims.length === 3 ? out.dims[1] : 1;
+                answers = lengths.map((len, r) => {
+                    // [batch, dim] is used as it is; [batch, sequence, dim] is pooled over the row's real tokens.
+                    const n = out.dims.length === 2 || options.pooling === 'cls' ? 1 : Math.min(len, seq);
+                    const v = new Array<number>(dim).fill(0);
+                    for (let p = 0; p < n; p++) {
+                        for (let k = 0; k < dim; k++) {
+                            v[k] += data[(r * seq + p) * dim + k];
+                        }
+                    }
+                    const norm = options.normalize ? Math.hypot(...v) : n;
+                    const scale = norm > 0 ? norm : 1;
+                    return { embedding: v.map((x) => x / scale) };
+                });
+            }
+            let at = 0;
+            return items.map((it) => {
+                const mine = answers.slice(at, at += it.texts.length);
+                return it.list ? { results: mine } : mine[0];
+            });
+        },
+
+        reconfigure(userConfig) {
+            const keys = Object.keys(userConfig);
+            if (keys.length) {
+                throw new Error(`the text handler takes no user_config (found "${keys[0]}"); its settings go under options:`);
+            }
+        }
+    };
+    return handler;
+};

@@ -476,7 +476,8 @@ ${deployment('notok', noTokenizer, '{}')}
             ['wrong type of list', () => s.post('/sentiment/predict', { texts: 'great' }), 400, 'INVALID_BODY', /"texts" must be a non-empty array/],
             ['text/plain', () => s.post('/sentiment/predict', 'great', { 'content-type': 'text/plain' }), 415, 'UNSUPPORTED_MEDIA_TYPE', /Unsupported Media Type/],
             ['octet-stream', () => s.post('/sentiment/predict', 'great', { 'content-type': 'application/octet-stream' }), 415, 'UNSUPPORTED_MEDIA_TYPE', /takes application\/json/],
-            ['invalid JSON', () => s.post('/sentiment/predict', '{"text": "gre'), 400, 'INVALID_JSON', /JSON/]
+            ['invalid JSON', () => s.post('/sentiment/predict', '{"text": "gre'), 400, 'INVALID_JSON', /JSON/],
+            ['a 50 MB body', () => s.post('/sentiment/predict', JSON.stringify({ text: 'great '.repeat(50 * 1024 * 1024 / 6) })), 413, 'PAYLOAD_TOO_LARGE', /Payload content length greater than maximum allowed/]
         ];
         for (const [name, send, status, code, message] of cases) {
             const r = await send();

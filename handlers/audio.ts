@@ -14,6 +14,7 @@ import { audio as audioSchema, fallbacks, type AudioOptions } from '../schemas/a
 import { classify, labelNames } from './classify';
 import { decodeWav, fitLength, frameCount, logMel, mixdown, resample, samplesForFrames, samplesNeeded, type LogMelOptions } from './audio-dsp';
 import { fixedBatch } from './handler';
+import { binary, collect, fileBodies } from './media';
 import type { Feeds, Handler, HandlerContext, HandlerFactory, RequestIn, Signature, TensorInfo } from './handler';
 
 /** One audio as the front received it: WAV bytes, or the base64 text of a JSON body (decoded in the replica). */
@@ -139,37 +140,25 @@ function base64Text(value: unknown, name: string): string {
 }
 
 function itemOf(req: RequestIn): Item {
-    const type = req.contentType;
-    if (wavTypes.has(type)) {
-        if (!Buffer.isBuffer(req.payload) || !req.payload.length) {
-            throw fail('INVALID_BODY', 'the body is empty: send the bytes of a WAV file');
-        }
-        return { audios: [req.payload], list: false };
-    }
-    if (type === 'multipart/form-data') {
-        const files = Object.values((req.payload ?? {}) as Record<string, unknown>).flat().filter((v): v is Buffer => Buffer.isBuffer(v));
-        if (!files.length) {
-            throw fail('INVALID_BODY', 'the multipart body holds no file: send each WAV file as a file part');
-        }
-        return { audios: files, list: files.length > 1 };
-    }
-    if (type === 'application/json') {
-        const body = req.payload as Record<string, unknown> | null;
-        if (!body || typeof body !== 'object' || Array.isArray(body) || (body.audio === undefined) === (body.audios === undefined)) {
-            throw fail('INVALID_BODY', 'the body must be {"audio": "<base64 WAV>"} or {"audios": ["<base64 WAV>", ...]}');
-        }
-        if (body.audio !== undefined) {
-            return { audios: [base64Text(body.audio, 'audio')], list: false };
-        }
-        if (!Array.isArray(body.audios) || !body.audios.length) {
-            throw fail('INVALID_BODY', '"audios" must be a non-empty array of base64 WAV files');
-        }
-        return { audios: body.audios.map((a, i) => base64Text(a, `audios[${i}]`)), list: true };
-    }
-    if (type.startsWith('audio/')) {
-        throw fail('UNSUPPORTED_MEDIA_TYPE', `the audio handler decodes WAV only (audio/wav), not ${type}`);
-    }
-    throw fail('UNSUPPORTED_MEDIA_TYPE', `the audio handler takes audio/wav, multipart/form-data or application/json, not ${type || 'a body without a content type'}`);
+    const { items, list } = collect<Audio>(req, {
+        raw: (type) => wavTypes.has(type),
+        fromRaw: (bytes) => {
+            if (!bytes.length) {
+                throw fail('INVALID_BODY', 'the body is empty: send the bytes of a WAV file');
+            }
+            return bytes;
+        },
+        fromFile: (bytes) => bytes,
+        one: 'audio',
+        many: 'audios',
+        fromJson: (value, i) => base64Text(value, i === undefined ? 'audio' : `audios[${i}]`),
+        noFile: 'the multipart body holds no file: send each WAV file as a file part',
+        jsonShape: 'the body must be {"audio": "<base64 WAV>"} or {"audios": ["<base64 WAV>", ...]}',
+        notList: '"audios" must be a non-empty array of base64 WAV files',
+        unsupported: (type) => type.startsWith('audio/') ? `the audio handler decodes WAV only (audio/wav), not ${type}`
+            : `the audio handler takes audio/wav, multipart/form-data or application/json, not ${type || 'a body without a content type'}`
+    });
+    return { audios: items, list };
 }
 
 /** One audio to the model's rate and length: mono samples, and how many of them are the audio's own (not padding).
@@ -250,15 +239,8 @@ export const audio: HandlerFactory<Item> = (ctx) => {
         },
 
         openapi() {
-            const binary = { type: 'string', format: 'binary' };
-            return {
-                content: {
-                    'audio/wav': { schema: { ...binary, description: 'a WAV file (PCM 8/16/24/32-bit or float; any rate and channels). audio/x-wav, audio/wave and application/octet-stream are taken too' } },
-                    'multipart/form-data': {
-                        schema: { type: 'object', description: 'one or more WAV files as file parts (any field names); several files are answered with {"results": [...]}', properties: { file: binary } }
-                    }
-                }
-            };
+            return fileBodies('audio/wav', 'a WAV file (PCM 8/16/24/32-bit or float; any rate and channels). audio/x-wav, audio/wave and application/octet-stream are taken too',
+                'one or more WAV files as file parts (any field names); several files are answered with {"results": [...]}', { file: binary });
         },
 
         parse(req, sig) {

@@ -12,6 +12,7 @@ import { fail } from '../lib/errors';
 import { sliceRows, toNested } from '../lib/tensor';
 import { classify, labelNames } from './classify';
 import { fixedBatch } from './handler';
+import { binary, collect, fileBodies } from './media';
 import type { Feeds, Handler, HandlerFactory, ModelFiles, RequestIn, Signature, Tensor } from './handler';
 import type { ImageOptions, Resample } from '../schemas/image';
 
@@ -96,37 +97,21 @@ function fromBase64(value: unknown, at: string): Buffer {
     return checkBytes(Buffer.from(text, 'base64'), at);
 }
 
-const jsonShape = 'the body must be {"image": "<base64>"} or {"images": ["<base64>", ...]} (a data: URL prefix is fine)';
-
 /** The images of a request, as bytes, without decoding them. */
-function collect(req: RequestIn): ImageItem {
-    const type = req.contentType;
-    const body = req.payload;
-    if (type.startsWith('image/') || type === 'application/octet-stream') {
-        return { images: [checkBytes(Buffer.isBuffer(body) ? body : Buffer.alloc(0), 'the body')], list: false };
-    }
-    if (type === 'multipart/form-data') {
-        const files = Object.entries(Object(body) as Record<string, unknown>).flatMap(([name, v]) =>
-            [v].flat().filter(Buffer.isBuffer).map((b, i, all) => checkBytes(b, `file part "${name}"${all.length > 1 ? ` #${i + 1}` : ''}`)));
-        if (!files.length) {
-            throw fail('INVALID_BODY', 'the multipart body holds no file part (curl -F "image=@photo.jpg")');
-        }
-        return { images: files, list: files.length > 1 };
-    }
-    if (type !== 'application/json') {
-        throw fail('UNSUPPORTED_MEDIA_TYPE', `the image handler takes image/* (JPEG, PNG, WebP, GIF, AVIF, TIFF), multipart/form-data or application/json, not ${type}`);
-    }
-    const json = body as { image?: unknown; images?: unknown } | null;
-    if (!json || typeof json !== 'object' || Array.isArray(json) || (json.image === undefined) === (json.images === undefined)) {
-        throw fail('INVALID_BODY', jsonShape);
-    }
-    if (json.image !== undefined) {
-        return { images: [fromBase64(json.image, '"image"')], list: false };
-    }
-    if (!Array.isArray(json.images) || !json.images.length) {
-        throw fail('INVALID_BODY', '"images" must be a non-empty array of base64 strings');
-    }
-    return { images: json.images.map((s, i) => fromBase64(s, `"images"[${i}]`)), list: true };
+function collectImages(req: RequestIn): ImageItem {
+    const { items, list } = collect(req, {
+        raw: (type) => type.startsWith('image/') || type === 'application/octet-stream',
+        fromRaw: (bytes) => checkBytes(bytes, 'the body'),
+        fromFile: checkBytes,
+        one: 'image',
+        many: 'images',
+        fromJson: (value, i) => fromBase64(value, i === undefined ? '"image"' : `"images"[${i}]`),
+        noFile: 'the multipart body holds no file part (curl -F "image=@photo.jpg")',
+        jsonShape: 'the body must be {"image": "<base64>"} or {"images": ["<base64>", ...]} (a data: URL prefix is fine)',
+        notList: '"images" must be a non-empty array of base64 strings',
+        unsupported: (type) => `the image handler takes image/* (JPEG, PNG, WebP, GIF, AVIF, TIFF), multipart/form-data or application/json, not ${type}`
+    });
+    return { images: items, list };
 }
 
 // ---- the plan: size, layout, channels and normalisation, from serve.yaml, preprocessor_config.json and the model
@@ -309,23 +294,13 @@ export const image: HandlerFactory<ImageItem> = (ctx) => {
         },
 
         openapi() {
-            const binary = { type: 'string', format: 'binary' };
-            return {
-                content: {
-                    'image/*': { schema: { ...binary, description: 'one JPEG, PNG, WebP, GIF, AVIF or TIFF image' } },
-                    'multipart/form-data': {
-                        schema: {
-                            type: 'object',
-                            description: 'one or more file parts, of any names; several files get {"results": [...]}',
-                            properties: { image: binary, images: { type: 'array', items: binary } }
-                        }
-                    }
-                }
-            };
+            return fileBodies('image/*', 'one JPEG, PNG, WebP, GIF, AVIF or TIFF image',
+                'one or more file parts, of any names; several files get {"results": [...]}',
+                { image: binary, images: { type: 'array', items: binary } });
         },
 
         parse(req, sig) {
-            const item = collect(req);
+            const item = collectImages(req);
             const cap = fixedBatch(sig);
             if (cap && item.images.length > cap) {
                 throw fail('INVALID_BODY', `this model takes at most ${cap} image${cap > 1 ? 's' : ''} per request; this one sent ${item.images.length}`);

@@ -36,6 +36,12 @@ function frontHandler(config: DeploymentConfig): Handler {
     }
 }
 
+/** The client's side of a request: the HTTP response, which closes early when the client hangs up. */
+export interface Client {
+    readonly writableEnded: boolean;
+    once(event: 'close', listener: () => void): unknown;
+}
+
 /** Batches a replica holds at once: the one it runs, and the next, ready the moment it finishes. */
 const pipelineDepth = 2;
 
@@ -141,25 +147,28 @@ export class Deployment {
         return undefined;
     }
 
-    /** Front door: check the request against the model, queue it, and resolve with its JSON body. */
-    handle(req: RequestIn, timeoutMs: number, signal?: AbortSignal): Promise<string> {
+    /**
+     * Front door: check the request against the model, queue it, and resolve with its JSON body. A client whose
+     * response closes before its answer is written has hung up: its request leaves the queue.
+     */
+    handle(req: RequestIn, timeoutMs: number, client?: Client): Promise<string> {
         const sig = this.signature;
         // Wait for a replica that is running, or starting with no failed load behind it; else say why not.
         if (!sig || !this.replicas.some((r) => r.state === 'RUNNING' || (!r.loadFailed && r.state !== 'STOPPING'))) {
             const why = [`deployment "${this.id}" has no replica ready`, ...this.replicas.map((r) => r.lastError).filter(Boolean).slice(0, 1)];
             return Promise.reject(fail('REPLICA_UNAVAILABLE', why.join(': ')));
         }
-        return this.submit(this.handler.parse(req, sig), timeoutMs, signal);
+        return this.submit(this.handler.parse(req, sig), timeoutMs, client);
     }
 
-    private submit(parsed: Parsed<unknown>, timeoutMs: number, signal?: AbortSignal): Promise<string> {
+    private submit(parsed: Parsed<unknown>, timeoutMs: number, client?: Client): Promise<string> {
         if (this.queue.length >= this.config.max_queued_requests) {
             return Promise.reject(fail('QUEUE_FULL', `deployment "${this.id}" has ${this.queue.length} requests queued (max_queued_requests)`));
         }
         return new Promise((resolve, reject) => {
             const p: Pending = { ...parsed, tries: 0, solo: false, enqueued: performance.now(), queued: false, done: false, resolve, reject };
             p.timer = setTimeout(() => this.finish(p, fail('REQUEST_TIMEOUT', `no answer within ${timeoutMs / 1000}s`)), timeoutMs);
-            signal?.addEventListener('abort', () => this.finish(p, fail('BAD_REQUEST', 'client disconnected')), { once: true });
+            client?.once('close', () => client.writableEnded || this.finish(p, fail('BAD_REQUEST', 'client disconnected')));
             this.enqueue(p);
             this.pump();
         });
@@ -199,7 +208,6 @@ export class Deployment {
      * a busy one gets its next batch when the batch is full or the oldest request has waited batch_wait_timeout_s.
      */
     private pump(): void {
-        clearTimeout(this.waitTimer);
         const { max_batch_size, batch_wait_timeout_s } = this.config.batching;
         while (this.queue.length) {
             const r = this.pick();
@@ -210,7 +218,11 @@ export class Deployment {
             const waited = performance.now() - this.queue.oldest;
             const wait = batch_wait_timeout_s * 1000;
             if (r.inflightBatches > 0 && this.queue.rows < cap && waited < wait) {
-                this.waitTimer = setTimeout(() => this.pump(), wait - waited);
+                // One timer at a time, set for the oldest request: if that one leaves first, it fires early and looks again.
+                this.waitTimer ??= setTimeout(() => {
+                    this.waitTimer = undefined;
+                    this.pump();
+                }, wait - waited);
                 return;
             }
             this.dispatch(r, this.queue.take(cap, this.config.max_ongoing_requests - r.inflightRequests));
@@ -254,6 +266,7 @@ export class Deployment {
             await new Promise((resolve) => setTimeout(resolve, 10));
         }
         clearTimeout(this.waitTimer);
+        this.waitTimer = undefined;
         await this.retire(this.replicas);
     }
 

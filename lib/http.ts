@@ -105,10 +105,8 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 }
                 // hapi's 'disconnect' fires only while the body is still arriving; a client that hangs up
                 // while its request waits in the queue closes the response before it is written.
-                const abort = new AbortController();
-                request.raw.res.once('close', () => request.raw.res.writableEnded || abort.abort());
                 const contentType = (request.app as { contentType: string }).contentType;
-                const body = await route.deployment.handle({ payload: request.payload, headers: request.headers as Record<string, string>, contentType }, options.requestTimeoutMs, abort.signal);
+                const body = await route.deployment.handle({ payload: request.payload, headers: request.headers as Record<string, string>, contentType }, options.requestTimeoutMs, request.raw.res);
                 return h.response(body).type('application/json');
             }
         }

@@ -1,8 +1,7 @@
 // The built-in handlers by the name serve.yaml uses, and the loading of a user's own handler module.
-import path from 'node:path';
 import { custom } from './custom';
 import type { Handler, HandlerContext, HandlerFactory } from './handler';
-import type { HandlerName } from '../schemas/serve';
+import { isModule, type HandlerName } from '../schemas/serve';
 
 // Loaded on first use, so that a process serving tensors never loads sharp, a tokenizer or a WAV decoder.
 /* eslint-disable @typescript-eslint/no-require-imports */
@@ -15,5 +14,5 @@ export const builtins: Record<string, () => HandlerFactory> = {
 
 /** A handler for one deployment: a built-in by name, or the module at an absolute path. */
 export function create(name: HandlerName, ctx: HandlerContext): Handler {
-    return path.isAbsolute(name) ? custom(name, ctx) : builtins[name]()(ctx);
+    return isModule(name) ? custom(name, ctx) : builtins[name]()(ctx);
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import yaml from 'js-yaml';
 import * as Schemas from '../schemas/serve';
-import { handlers } from '../schemas/serve';
+import { isModule } from '../schemas/serve';
 import { modelContent, modelFile } from './model-files';
 import type { ServeConfig, DeploymentConfig } from '../schemas/serve';
 
@@ -91,7 +91,7 @@ export function validate(doc: unknown, base: string, file = '<inline>'): ServeCo
         catch (err) {
             issues.push({ path: formatPath(['applications', a, 'deployments', i, 'model', 'path']), message: (err as Error).message });
         }
-        if (!(handlers as readonly string[]).includes(d.handler)) {
+        if (isModule(d.handler)) {
             d.handler = path.resolve(base, d.handler);
             if (!fs.statSync(d.handler, { throwIfNoEntry: false })?.isFile()) {
                 issues.push({ path: formatPath(['applications', a, 'deployments', i, 'handler']), message: `handler module not found: ${d.handler}` });
@@ -146,7 +146,7 @@ const sha256 = (data: string | Buffer): string => crypto.createHash('sha256').up
  */
 export function contentDigest(d: DeploymentConfig): string {
     const hash = crypto.createHash('sha256');
-    const files = [...modelContent(d.model), ...(path.isAbsolute(d.handler) ? [d.handler] : [])];
+    const files = [...modelContent(d.model), ...(isModule(d.handler) ? [d.handler] : [])];
     for (const file of files) {
         hash.update(path.relative(d.model.path, file)).update('\0').update(sha256(fs.readFileSync(file)));
     }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import chokidar, { type FSWatcher } from 'chokidar';
 import { ConfigError, contentDigest, digestKey, load } from './config';
 import { modelContent } from './model-files';
+import { isModule } from '../schemas/serve';
 import { log } from './log';
 import type { Changes, Controller } from './controller';
 import type { ServeConfig } from '../schemas/serve';
@@ -49,7 +50,7 @@ export class ConfigWatcher {
         // Each file's own folder and, where it is a link, its target's folder (resolved afresh on every reload).
         // A model folder's files are watched through their own folders (it is read two levels deep).
         const files = [this.file, ...config.applications.flatMap((a) => a.deployments.flatMap((d) =>
-            [d.model.path, ...modelContent(d.model), ...(path.isAbsolute(d.handler) ? [d.handler] : [])]))];
+            [d.model.path, ...modelContent(d.model), ...(isModule(d.handler) ? [d.handler] : [])]))];
         const dirs = [...new Set(files.flatMap((f) => [f, fs.realpathSync(f)]).map((f) => path.dirname(f)))];
         this.watcher?.close();
         this.watcher = chokidar.watch(dirs, { ignoreInitial: true, depth: 0, followSymlinks: false })

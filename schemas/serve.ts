@@ -91,6 +91,9 @@ export type Runtime = typeof runtimes[number];
 /** a built-in handler, or the absolute path of a handler module once loaded */
 export type HandlerName = typeof handlers[number] | string;
 
+/** Whether a deployment's handler is a module of the user's own rather than a built-in. */
+export const isModule = (handler: HandlerName): boolean => !(handlers as readonly string[]).includes(handler);
+
 export interface ModelConfig {
     runtime: Runtime;
     /** absolute once loaded */

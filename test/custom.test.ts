@@ -4,7 +4,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { fixtures, serve, run, type Served } from './helpers';
+import { app, fixtures, serve, run, type Served } from './helpers';
 
 const dir = fixtures();
 const example = path.join(__dirname, '..', 'examples', 'handlers', 'iris_handler.js');
@@ -51,42 +51,14 @@ fs.writeFileSync(path.join(dir, 'frontless.js'), `
 if (!process.send) throw new Error('the front process is not for me');
 module.exports = { preprocess: () => ({}), postprocess: (o, items) => items.map(() => ({})) };`);
 
-const yaml = `
-applications:
-  - name: iris
-    deployments:
-      - name: model
-        handler: ${example}
-        model: { path: ./mlp.onnx }
-        user_config: { digits: 4 }
-  - name: strict
-    deployments:
-      - name: model
-        handler: ${example}
-        options: { max_flowers: 1 }
-        model: { path: ./mlp.onnx }
-  - name: faulty
-    deployments:
-      - name: model
-        handler: ./faulty.js
-        model: { path: ./mlp.onnx }
-        batching: { max_batch_size: 8, batch_wait_timeout_s: 0.05 }
-  - name: incomplete
-    deployments:
-      - name: model
-        handler: ./incomplete.js
-        model: { path: ./mlp.onnx }
-  - name: echo
-    deployments:
-      - name: model
-        handler: ./echo.js
-        model: { path: ./mlp.onnx }
-  - name: frontless
-    deployments:
-      - name: model
-        handler: ./frontless.js
-        model: { path: ./mlp.onnx }
-`;
+const yaml = 'applications:\n' + [
+    app('iris', 'mlp.onnx', `handler: ${example}\nuser_config: { digits: 4 }`),
+    app('strict', 'mlp.onnx', `handler: ${example}\noptions: { max_flowers: 1 }`),
+    app('faulty', 'mlp.onnx', 'handler: ./faulty.js\nbatching: { max_batch_size: 8, batch_wait_timeout_s: 0.05 }'),
+    app('incomplete', 'mlp.onnx', 'handler: ./incomplete.js'),
+    app('echo', 'mlp.onnx', 'handler: ./echo.js'),
+    app('frontless', 'mlp.onnx', 'handler: ./frontless.js')
+].join('');
 
 let s: Served;
 t.before(async () => {

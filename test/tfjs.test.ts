@@ -19,8 +19,9 @@ t.test('backend choice: tfjs-node-gpu for a GPU, then tfjs-node, then wasm; a GP
     t.match(chooseBackend(2, has('@tensorflow/tfjs-node')), { pkg: '@tensorflow/tfjs-node', notice: /resources.gpus=2 asked for a GPU, but @tensorflow\/tfjs-node-gpu is not installed; running @tensorflow\/tfjs-node on CPU/ });
     t.match(chooseBackend(1, has()), { pkg: '@tensorflow/tfjs-backend-wasm', backend: 'wasm', notice: /running @tensorflow\/tfjs with the wasm backend on CPU/ });
     t.equal(installed('@tensorflow/tfjs-backend-wasm'), true);
-    t.equal(installed('@tensorflow/tfjs-node'), false, 'this machine cannot install the native packages');
-    t.same(chooseBackend(0), { pkg: '@tensorflow/tfjs-backend-wasm', backend: 'wasm', notice: undefined }, 'so here it is wasm');
+    t.equal(installed('@tensorflow/tfjs-not-a-package'), false);
+    // CI cannot install tfjs-node (it downloads libtensorflow), so there it is wasm; a machine with it gets it.
+    t.equal(chooseBackend(0).pkg, installed('@tensorflow/tfjs-node') ? '@tensorflow/tfjs-node' : '@tensorflow/tfjs-backend-wasm');
 });
 
 t.test('a layers model.json saved by tfjs loads from disk and answers like tfjs itself', async (t) => {
@@ -35,7 +36,8 @@ t.test('a layers model.json saved by tfjs loads from disk and answers like tfjs 
         return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
     }));
     const session = await load({ runtime: 'tfjs', path: path.join(folder, 'model.json') }, resources);
-    t.equal(session.backend, 'tfjs wasm (@tensorflow/tfjs-backend-wasm)');
+    const chosen = chooseBackend(0);
+    t.equal(session.backend, `tfjs ${chosen.backend} (${chosen.pkg})`);
     t.equal(session.notice, undefined);
     const [input] = session.signature.inputs;
     t.match(input, { type: 'float32', dims: ['batch', 3] });

@@ -15,7 +15,8 @@ interface Pending extends Queued {
     tries: number;
     queued: boolean;
     done: boolean;
-    timer?: NodeJS.Timeout;
+    /** its request timeout, counted from `enqueued` */
+    timeoutMs: number;
     resolve(body: string): void;
     reject(err: Boom.Boom): void;
 }
@@ -39,7 +40,7 @@ function frontHandler(config: DeploymentConfig): Handler {
 /** The client's side of a request: the HTTP response, which closes early when the client hangs up. */
 export interface Client {
     readonly writableEnded: boolean;
-    once(event: 'close', listener: () => void): unknown;
+    on(event: 'close', listener: () => void): unknown;
 }
 
 /** Batches a replica holds at once: the one it runs, and the next, ready the moment it finishes. */
@@ -50,6 +51,10 @@ export class Deployment {
     replicas: Replica[] = [];
     private queue = new Batcher<Pending>();
     private waitTimer?: NodeJS.Timeout;
+    /** requests not answered yet, oldest first; one timer, for the earliest deadline, times them out */
+    private open = new Set<Pending>();
+    private timeoutTimer?: NodeJS.Timeout;
+    private timeoutAt = Infinity;
     private replicaCount = 0;
 
     constructor(public readonly app: string, public config: DeploymentConfig, public version: string, public modelDigest: string) {
@@ -166,12 +171,48 @@ export class Deployment {
             return Promise.reject(fail('QUEUE_FULL', `deployment "${this.id}" has ${this.queue.length} requests queued (max_queued_requests)`));
         }
         return new Promise((resolve, reject) => {
-            const p: Pending = { ...parsed, tries: 0, solo: false, enqueued: performance.now(), queued: false, done: false, resolve, reject };
-            p.timer = setTimeout(() => this.finish(p, fail('REQUEST_TIMEOUT', `no answer within ${timeoutMs / 1000}s`)), timeoutMs);
-            client?.once('close', () => client.writableEnded || this.finish(p, fail('BAD_REQUEST', 'client disconnected')));
+            const now = performance.now();
+            const p: Pending = {
+                rows: parsed.rows, key: parsed.key, item: parsed.item, solo: false, enqueued: now, timeoutMs, tries: 0, queued: false, done: false, resolve, reject
+            };
+            this.open.add(p);
+            this.armTimeout(now + timeoutMs);
+            // A response closes once: when it was written, or when the client hung up first.
+            client?.on('close', () => client.writableEnded || this.finish(p, fail('BAD_REQUEST', 'client disconnected')));
             this.enqueue(p);
             this.pump();
         });
+    }
+
+    /**
+     * One timer per deployment rather than one per request (it costs the front door less): it is set for the
+     * earliest deadline; when it fires, the requests past their deadline get 504 and it is set for the next.
+     */
+    private armTimeout(at: number): void {
+        if (at < this.timeoutAt) {
+            clearTimeout(this.timeoutTimer);
+            this.timeoutAt = at;
+            this.timeoutTimer = setTimeout(() => this.expire(), at - performance.now());
+        }
+    }
+
+    private expire(): void {
+        this.timeoutAt = Infinity;
+        // Timers count whole milliseconds, so one may fire a fraction of one early.
+        const now = performance.now() + 1;
+        let next = Infinity;
+        for (const p of this.open) {
+            const deadline = p.enqueued + p.timeoutMs;
+            if (deadline <= now) {
+                this.finish(p, fail('REQUEST_TIMEOUT', `no answer within ${p.timeoutMs / 1000}s`));
+            }
+            else {
+                next = Math.min(next, deadline);
+            }
+        }
+        if (next < Infinity) {
+            this.armTimeout(next);
+        }
     }
 
     private enqueue(p: Pending, front = false): void {
@@ -184,7 +225,7 @@ export class Deployment {
             return;
         }
         p.done = true;
-        clearTimeout(p.timer);
+        this.open.delete(p);
         if (p.queued) {
             this.queue.remove(p);
         }

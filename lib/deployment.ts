@@ -51,6 +51,7 @@ export class Deployment {
     replicas: Replica[] = [];
     private queue = new Batcher<Pending>();
     private waitTimer?: NodeJS.Timeout;
+    private pumpScheduled = false;
     /** requests not answered yet, oldest first; one timer, for the earliest deadline, times them out */
     private open = new Set<Pending>();
     private timeoutTimer?: NodeJS.Timeout;
@@ -180,7 +181,7 @@ export class Deployment {
             // A response closes once: when it was written, or when the client hung up first.
             client?.on('close', () => client.writableEnded || this.finish(p, fail('BAD_REQUEST', 'client disconnected')));
             this.enqueue(p);
-            this.pump();
+            this.pumpSoon();
         });
     }
 
@@ -245,6 +246,21 @@ export class Deployment {
     }
 
     /**
+     * Dispatch once the event loop has handled the I/O at hand, not on each arrival: the requests (and answers) that
+     * came in together then leave together, rather than one batch of one each while a replica is idle. setImmediate
+     * runs right after this poll phase, so a lone request waits for no one.
+     */
+    private pumpSoon(): void {
+        if (!this.pumpScheduled) {
+            this.pumpScheduled = true;
+            setImmediate(() => {
+                this.pumpScheduled = false;
+                this.pump();
+            });
+        }
+    }
+
+    /**
      * Dispatch policy: an idle replica takes what is queued at once (the batch wait is a ceiling, not a toll);
      * a busy one gets its next batch when the batch is full or the oldest request has waited batch_wait_timeout_s.
      */
@@ -277,7 +293,7 @@ export class Deployment {
         r.run(batch.map((p) => p.item)).then(
             (bodies) => batch.forEach((p, i) => this.finish(p, undefined, bodies[i])),
             (err: WireError | ReplicaDied) => this.retry(batch, err)
-        ).finally(() => this.pump());
+        ).finally(() => this.pumpSoon());
     }
 
     /**

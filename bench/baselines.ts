@@ -1,5 +1,6 @@
 // Baseline servers for the bench, each a plain hapi server in its own process, on the same route as tsserve's.
 // Usage: node dist/bench/baselines.js echo --port N
+//        node dist/bench/baselines.js sink --port N   (POST /resnet/predict: takes the body, answers its size)
 //        node dist/bench/baselines.js ort <model.onnx> --port N   (one session, intraOpNumThreads 1, one run per request)
 process.env.ORT_DISABLE_TELEMETRY = '1'; // before onnxruntime-node loads: its telemetry stalls processes here
 import { parseArgs } from 'node:util';
@@ -14,6 +15,10 @@ async function main(): Promise<void> {
     const payload = { parse: true, output: 'data', maxBytes: 64 * 1024 * 1024 } as const;
     if (mode === 'echo') {
         server.route({ method: 'POST', path: '/mlp/predict', options: { payload }, handler: (request) => request.payload as object });
+    }
+    else if (mode === 'sink') {
+        // Receives a body and answers its size: what any hapi front door pays for an upload (figure 3a's ceiling).
+        server.route({ method: 'POST', path: '/resnet/predict', options: { payload }, handler: (request) => ({ bytes: (request.payload as Buffer).length }) });
     }
     else if (mode === 'ort') {
         const ort: typeof Ort = require('onnxruntime-node');
@@ -51,7 +56,7 @@ async function main(): Promise<void> {
         });
     }
     else {
-        throw new Error(`unknown mode "${mode}" (echo | ort)`);
+        throw new Error(`unknown mode "${mode}" (echo | sink | ort)`);
     }
     await server.start();
     process.stdout.write(`baseline ${mode} listening on ${server.info.uri}\n`);

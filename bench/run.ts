@@ -4,6 +4,7 @@
 // benchmarks another tsserve build; BENCH_PROF=1 runs the servers with --cpu-prof (profiles in bench/out/prof);
 // BENCH_STRICT=1 exits 1 when a figure misses its target.
 process.env.ORT_DISABLE_TELEMETRY = '1'; // before onnxruntime-node loads (here, in raw.ts, and in every child)
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -242,6 +243,7 @@ async function figuresCnn(): Promise<void> {
     // The best batch size once more, after tsserve: the baseline is the mean of before and after.
     const [again] = (await rawPoints(model, img.data, [best.batch])).points;
     const baselineItems = mean([best.itemsPerSec, again.itemsPerSec]);
+    await ceiling3a(model, img.data, bodies.binary, best.batch, runs.find((r) => r.id === '3a')?.items ?? 0, baselineItems);
     for (const r of runs) {
         figure({
             id: r.id, name: r.name, unit: 'items/s', tsserve: r.items, baseline: baselineItems,
@@ -250,6 +252,38 @@ async function figuresCnn(): Promise<void> {
             target: r.id === '3a' ? { op: '>=', value: 0.9 } : undefined
         }, r.cpu, worst([best.cpu, again.cpu]));
     }
+}
+
+/**
+ * The ceiling for 3a: the raw baseline once more, while a bare hapi server (another process) receives the same binary
+ * bodies at tsserve's 3a rate from a paced load generator (a third). That is what any hapi front door on these cores
+ * costs the inference before tsserve does anything, so 3a cannot exceed it; reported as a check.
+ */
+async function ceiling3a(model: string, item: Float32Array, body: Body, batch: number, rate: number, baselineItems: number): Promise<void> {
+    await withServer('hapi binary sink', baseline('sink'), async (s) => {
+        const bodyFile = path.join(out, 'resnet-binary.body');
+        fs.writeFileSync(bodyFile, body.data);
+        const seconds = Math.max(3, 2 * T.raw);
+        const raw = await openRaw(model, item, [3, 224, 224], THREADS);
+        try {
+            const pacer = spawn(process.execPath, [path.join(__dirname, 'pace.js'), `${s.url}/resnet/predict`, String(Math.max(1, Math.round(rate))),
+                String(Math.ceil(seconds + 3)), bodyFile, JSON.stringify(body.headers)], { stdio: ['ignore', 'pipe', 'inherit'] });
+            let printed = '';
+            pacer.stdout.on('data', (d) => printed += d);
+            const exited = new Promise((resolve) => pacer.once('exit', resolve));
+            await new Promise((resolve) => setTimeout(resolve, 1000));
+            const { value, cpu } = await withCpu(s, () => raw.measure(batch, seconds));
+            await exited;
+            const load = JSON.parse(printed || '{"rps": 0, "non2xx": 0}') as { rps: number; non2xx: number };
+            loads.push({ label: 'resnet raw in-process beside a hapi server receiving the binary bodies', kind: 'raw', threads: THREADS, ...value, sink: load, cpu });
+            console.log(`  raw batch ${batch} beside the sink (${load.rps} req/s received): ${value.itemsPerSec.toFixed(1)} items/s; ${cpuText(cpu)}`);
+            checks.push(`ceiling for 3a: raw onnxruntime at batch ${batch} keeps ${value.itemsPerSec.toFixed(1)} items/s, ${(value.itemsPerSec / baselineItems).toFixed(2)} of `
+                + `its baseline, while a bare hapi server receives the same binary bodies at ${load.rps} req/s (tsserve's 3a rate)`);
+        }
+        finally {
+            await raw.release();
+        }
+    });
 }
 
 /** The raw baseline at these batch sizes, in this process; also the logits of the image alone. */

@@ -169,6 +169,11 @@ export class Deployment {
 
     private submit(parsed: Parsed<unknown>, timeoutMs: number, client?: Client): Promise<string> {
         if (this.queue.length >= this.config.max_queued_requests) {
+            // Dispatch is deferred to the end of the loop turn (pumpSoon); what a free replica can take now is not
+            // queued, so it leaves before the queue is called full.
+            this.pump();
+        }
+        if (this.queue.length >= this.config.max_queued_requests) {
             return Promise.reject(fail('QUEUE_FULL', `deployment "${this.id}" has ${this.queue.length} requests queued (max_queued_requests)`));
         }
         return new Promise((resolve, reject) => {

@@ -278,7 +278,7 @@ async function ceiling3a(model: string, item: Float32Array, body: Body, batch: n
             loads.push({ label: 'resnet raw in-process beside a hapi server receiving the binary bodies', kind: 'raw', threads: THREADS, ...value, sink: load, cpu });
             console.log(`  raw batch ${batch} beside the sink (${load.rps} req/s received): ${value.itemsPerSec.toFixed(1)} items/s; ${cpuText(cpu)}`);
             checks.push(`ceiling for 3a: raw onnxruntime at batch ${batch} keeps ${value.itemsPerSec.toFixed(1)} items/s, ${(value.itemsPerSec / baselineItems).toFixed(2)} of `
-                + `its baseline, while a bare hapi server receives the same binary bodies at ${load.rps} req/s (tsserve's 3a rate)`);
+                + `its baseline, while a bare hapi server receives the same binary bodies, paced at tsserve's 3a rate (${Math.round(rate)} req/s; ${load.rps} answered per second)`);
         }
         finally {
             await raw.release();

@@ -301,27 +301,18 @@ t.test('a replica-side handler: preprocess, postprocess, load and reconfigure', 
 
 // ---- end to end
 
+/** An application serving one image deployment; `lines` are more of its fields, one per line. */
+const imageApp = (name: string, model: string, ...lines: string[]) => `  - name: ${name}
+    deployments:
+      - name: model
+        handler: image
+        model: ${model}
+${lines.map((l) => `        ${l}\n`).join('')}`;
+
+const batching = 'batching: { max_batch_size: 8, batch_wait_timeout_s: 0.01 }';
 const yaml = `http_options: { host: 127.0.0.1, port: 8000, request_timeout_s: 20 }
 applications:
-  - name: digits
-    deployments:
-      - name: model
-        handler: image
-        model: { runtime: onnx, path: ${digits} }
-        batching: { max_batch_size: 8, batch_wait_timeout_s: 0.01 }
-  - name: digits-tfjs
-    deployments:
-      - name: model
-        handler: image
-        model: { runtime: tfjs, path: ${digitsTfjs} }
-        batching: { max_batch_size: 8, batch_wait_timeout_s: 0.01 }
-  - name: digits-raw
-    deployments:
-      - name: model
-        handler: image
-        options: { task: raw, resize: stretch }
-        model: { path: ${digits} }
-`;
+${imageApp('digits', `{ runtime: onnx, path: ${digits} }`, batching)}${imageApp('digits-tfjs', `{ runtime: tfjs, path: ${digitsTfjs} }`, batching)}${imageApp('digits-raw', `{ path: ${digits} }`, 'options: { task: raw, resize: stretch }')}`;
 
 const softmax = (xs: number[]) => {
     const e = xs.map((x) => Math.exp(x - Math.max(...xs)));

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
 import { startServer } from './harness';
-import { mlp } from '../models/zoo';
+import { mlp } from '../modelgen/zoo';
 
 export interface RollingResult {
     steady: { requests: number; errors: number; p50Ms: number; p99Ms: number };

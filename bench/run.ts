@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { rolling } from './rolling';
-import { mlp, mulberry32, resnet18 } from '../models/zoo';
+import { mlp, mulberry32, resnet18 } from '../modelgen/zoo';
 import { freePort, jsonBody, latency, post, startServer, throughput, waitForQuiet, withCpu, type Body, type CpuUse, type Server } from './harness';
 import { openRaw, type RawPoint } from './raw';
 

@@ -13,9 +13,10 @@ import { dtype, toNested } from '../lib/tensor';
 import { audio as audioSchema, fallbacks, type AudioOptions } from '../schemas/audio';
 import { classify, labelNames } from './classify';
 import { decodeWav, fitLength, frameCount, logMel, mixdown, resample, samplesForFrames, samplesNeeded, type LogMelOptions } from './audio-dsp';
-import { fixedBatch } from './handler';
+import type { Feeds } from '../lib/tensor';
+import { fixedBatch, type Signature, type TensorInfo } from '../lib/signature';
+import type { Handler, HandlerContext, HandlerFactory, RequestIn } from '../lib/handler';
 import { binary, collect, fileBodies } from './media';
-import type { Feeds, Handler, HandlerContext, HandlerFactory, RequestIn, Signature, TensorInfo } from './handler';
 
 /** One audio as the front received it: WAV bytes, or the base64 text of a JSON body (decoded in the replica). */
 type Audio = Uint8Array | string;

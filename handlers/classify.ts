@@ -1,6 +1,7 @@
 // Shared by the handlers that end in classification: softmax, top-k, and label names from serve.yaml or config.json.
 import type { ClassifyOptions } from '../schemas/classify';
-import type { ModelFiles, Tensor } from './handler';
+import type { Tensor } from '../lib/tensor';
+import type { ModelFiles } from '../lib/model-files';
 
 export interface Prediction {
     label: string;

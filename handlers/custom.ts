@@ -7,12 +7,11 @@ import path from 'node:path';
 import Boom from '@hapi/boom';
 import Joi from 'joi';
 import { fail } from '../lib/errors';
-import type { Handler, HandlerContext } from './handler';
+import type { Handler, HandlerContext } from '../lib/handler';
 
 type Partial = { [K in keyof Handler]?: Handler[K] };
 
 function exported(file: string, ctx: HandlerContext): Partial {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const mod = require(file) as Record<string, unknown>;
     const found = mod.default ?? mod.handler ?? mod;
     const made = typeof found === 'function' ? (found as (c: HandlerContext) => unknown)(ctx) : found;

@@ -11,9 +11,11 @@ import sharp from 'sharp';
 import { fail } from '../lib/errors';
 import { sliceRows, toNested } from '../lib/tensor';
 import { classify, labelNames } from './classify';
-import { fixedBatch } from './handler';
+import type { Feeds, Tensor } from '../lib/tensor';
+import { fixedBatch, type Signature } from '../lib/signature';
+import type { ModelFiles } from '../lib/model-files';
+import type { Handler, HandlerFactory, RequestIn } from '../lib/handler';
 import { binary, collect, fileBodies } from './media';
-import type { Feeds, Handler, HandlerFactory, ModelFiles, RequestIn, Signature, Tensor } from './handler';
 import type { ImageOptions, Resample } from '../schemas/image';
 
 /** One request: the bytes of its images, and whether it sent a list (then its body is `{results: [...]}`). */

@@ -1,10 +1,9 @@
 // The built-in handlers by the name serve.yaml uses, and the loading of a user's own handler module.
 import { custom } from './custom';
-import type { Handler, HandlerContext, HandlerFactory } from './handler';
+import type { Handler, HandlerContext, HandlerFactory } from '../lib/handler';
 import { isModule, type HandlerName } from '../schemas/serve';
 
 // Loaded on first use, so that a process serving tensors never loads sharp, a tokenizer or a WAV decoder.
-/* eslint-disable @typescript-eslint/no-require-imports */
 export const builtins: Record<string, () => HandlerFactory> = {
     tensor: () => (require('./tensor') as typeof import('./tensor')).tensor as HandlerFactory,
     text: () => (require('./text') as typeof import('./text')).text as HandlerFactory,

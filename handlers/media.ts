@@ -2,7 +2,7 @@
 // multipart/form-data parts, or base64 in JSON ({"<one>": ...} or {"<many>": [...]}); and how OpenAPI describes the
 // forms that are not JSON. What a file must be, and the words of its refusals, are the handler's.
 import { fail } from '../lib/errors';
-import type { OpenApiExtras, RequestIn } from './handler';
+import type { OpenApiExtras, RequestIn } from '../lib/handler';
 
 /** How a handler takes its files, each made into an item T, and the messages it refuses bodies with. */
 export interface MediaForms<T> {

@@ -2,8 +2,9 @@
 import Joi from 'joi';
 import { fail } from '../lib/errors';
 import { dtypes, fromBytes, fromFlat, fromNested, toNested, sliceRows, concatRows } from '../lib/tensor';
-import { fixedBatch } from './handler';
-import type { Feeds, Handler, HandlerFactory, Parsed, RequestIn, Signature, Tensor, TensorInfo } from './handler';
+import type { Feeds, Tensor } from '../lib/tensor';
+import { fixedBatch, type Signature, type TensorInfo } from '../lib/signature';
+import type { Handler, HandlerFactory, Parsed, RequestIn } from '../lib/handler';
 
 type Item = Feeds;
 
@@ -103,7 +104,7 @@ function parseBinary(body: Buffer, headerLength: number, sig: Signature): Feeds 
         throw fail('INVALID_JSON', 'the inference header is not valid JSON');
     }
     let at = headerLength;
-    return parseOip(header, sig, (name, n) => {
+    return parseOip(header, sig, (n) => {
         const bytes = body.subarray(at, at + n);
         at += n;
         return bytes;
@@ -122,7 +123,7 @@ const oipInput = Joi.object({
 
 const oipRequest = Joi.object({ inputs: Joi.array().items(oipInput).min(1).required() }).unknown(true);
 
-function parseOip(body: unknown, sig: Signature, bytes?: (name: string, n: number) => Buffer): Feeds {
+function parseOip(body: unknown, sig: Signature, bytes?: (n: number) => Buffer): Feeds {
     const { error, value } = oipRequest.validate(body);
     if (error) {
         throw fail('INVALID_BODY', error.message);
@@ -136,7 +137,7 @@ function parseOip(body: unknown, sig: Signature, bytes?: (name: string, n: numbe
         }
         const n = input.parameters?.binary_data_size;
         feeds[input.name] = bytes && n !== undefined
-            ? fromBytes(bytes(input.name, n), type, input.shape, input.name)
+            ? fromBytes(bytes(n), type, input.shape, input.name)
             : fromFlat(input.data, type, input.shape, input.name);
     }
     return feeds;

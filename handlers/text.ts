@@ -6,8 +6,9 @@ import Joi from 'joi';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { fail } from '../lib/errors';
 import { classify, labelNames } from './classify';
-import { fixedBatch } from './handler';
-import type { Feeds, Handler, HandlerFactory, Signature, Tensor } from './handler';
+import type { Feeds, Tensor } from '../lib/tensor';
+import { fixedBatch, type Signature } from '../lib/signature';
+import type { Handler, HandlerFactory } from '../lib/handler';
 import type { TextOptions } from '../schemas/text';
 
 /** One text, or a text pair as [text, text_pair]. */

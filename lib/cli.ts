@@ -5,12 +5,14 @@ import { ConfigError, load } from './config';
 import { up } from './server';
 import { render, type Status } from './status';
 import { log } from './log';
+import { version } from './version';
 
 const usage = `Usage:
   tsserve up [file] [--port N] [--host H]   serve file (default ./serve.yaml); Ctrl-C drains and exits
   tsserve validate [file]                   check file; prints each error with its path, exits 1 if invalid
   tsserve status [--address URL] [--json]   show applications, deployments and replicas (default http://127.0.0.1:8000)
   tsserve reload [--address URL]            re-read the served file now (as SIGHUP or a saved edit does)
+  tsserve --version                         print the version
 `;
 
 type Out = (s: string) => void;
@@ -20,7 +22,7 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
     try {
         parsed = parseArgs({
             args: argv, allowPositionals: true, strict: true,
-            options: { port: { type: 'string' }, host: { type: 'string' }, address: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }
+            options: { port: { type: 'string' }, host: { type: 'string' }, address: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } }
         });
     }
     catch (e) {
@@ -30,6 +32,10 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
     const { values, positionals: [command, file = 'serve.yaml'] } = parsed;
     if (values.help) {
         out(usage);
+        return 0;
+    }
+    if (values.version) {
+        out(`tsserve ${version}\n`);
         return 0;
     }
     try {

@@ -1,8 +1,8 @@
 // The controller: moves the running system to the goal state in serve.yaml, and owns the route table.
 import { Deployment } from './deployment';
 import { digestKey, joinPath, version } from './config';
-import { log } from './log';
 import type { DeploymentConfig, ServeConfig } from '../schemas/serve';
+import type { ControllerStatus } from './status';
 
 export interface Route {
     method: string;
@@ -98,7 +98,7 @@ export class Controller {
         await Promise.all([...this.deployments.values()].map((d) => d.stop()));
     }
 
-    status(): Record<string, unknown> {
+    status(): ControllerStatus {
         const config = this.config as ServeConfig;
         return {
             started_at: this.startedAt.toISOString(),

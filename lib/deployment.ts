@@ -6,8 +6,10 @@ import { Replica, ReplicaDied } from './replica';
 import { fail, fromWire, type WireError } from './errors';
 import { create as createHandler } from '../handlers';
 import { modelFiles } from './model-files';
-import { fixedBatch, type Handler, type Parsed, type RequestIn, type Signature } from '../handlers/handler';
+import { fixedBatch, type Signature } from './signature';
+import type { Handler, Parsed, RequestIn } from './handler';
 import type { DeploymentConfig } from '../schemas/serve';
+import type { DeploymentStatus } from './status';
 
 interface Pending extends Queued {
     item: unknown;
@@ -332,7 +334,7 @@ export class Deployment {
         await this.retire(this.replicas);
     }
 
-    status(): Record<string, unknown> {
+    status(): DeploymentStatus {
         const running = this.replicas.filter((r) => r.state === 'RUNNING').length;
         const byVersion: Record<string, number> = {};
         for (const r of this.replicas) {

@@ -9,6 +9,13 @@ import { document } from './openapi';
 import type { Controller } from './controller';
 import type { ConfigWatcher } from './watcher';
 
+declare module '@hapi/hapi' {
+    interface RequestApplicationState {
+        /** the body's media type as the client sent it, without parameters; application/json when none */
+        contentType: string;
+    }
+}
+
 export interface HttpOptions {
     host: string;
     port: number;
@@ -42,7 +49,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         const type = String(request.headers['content-type'] ?? '');
         // No type at all is JSON: hapi's default (route payload.defaultContentType).
         const mime = type.split(';')[0].trim().toLowerCase() || 'application/json';
-        request.app = { contentType: mime } as never;
+        request.app.contentType = mime;
         if (rawMedia.test(mime)) {
             request.headers['content-type'] = 'application/octet-stream';
         }
@@ -70,7 +77,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         { method: 'GET', path: '/-/status', handler: () => ({ ...controller.status(), config: watcher.status() }) },
         { method: 'POST', path: '/-/reload', handler: () => watcher.reload('POST /-/reload') },
         { method: 'GET', path: '/openapi.json', handler: (request) => document(controller, `${request.server.info.protocol}://${request.info.host}`) },
-        { method: 'GET', path: '/docs', handler: (request, h) => h.response(docsPage).type('text/html') },
+        { method: 'GET', path: '/docs', handler: (_request, h) => h.response(docsPage).type('text/html') },
         {
             method: 'GET', path: '/docs/{file}', handler: (request, h) => {
                 const file = String(request.params.file);
@@ -105,8 +112,8 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 }
                 // hapi's 'disconnect' fires only while the body is still arriving; a client that hangs up
                 // while its request waits in the queue closes the response before it is written.
-                const contentType = (request.app as { contentType: string }).contentType;
-                const body = await route.deployment.handle({ payload: request.payload, headers: request.headers as Record<string, string>, contentType }, options.requestTimeoutMs, request.raw.res);
+                const req = { payload: request.payload, headers: request.raw.req.headers, contentType: request.app.contentType };
+                const body = await route.deployment.handle(req, options.requestTimeoutMs, request.raw.res);
                 return h.response(body).type('application/json');
             }
         }

@@ -2,8 +2,21 @@
 // preprocessor_config.json. This module finds the model file and reads what the folder says.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ModelFiles } from '../handlers/handler';
 import type { ModelConfig } from '../schemas/serve';
+
+/** What a model folder (or a model file's own folder) provides, read once per handler. */
+export interface ModelFiles {
+    /** the model file the runtime loads (model.onnx, onnx/model.onnx or model.json) */
+    file: string;
+    /** the folder holding tokenizer.json, config.json and preprocessor_config.json, when there is one */
+    dir?: string;
+    /** tokenizer.json, when present */
+    tokenizer?: string;
+    /** config.json (id2label, ...), parsed */
+    config?: Record<string, unknown>;
+    /** preprocessor_config.json (image size, mean, std, rescale factor; audio sampling_rate), parsed */
+    preprocessor?: Record<string, unknown>;
+}
 
 /** Where each runtime looks for its model file inside a folder, in order. */
 export const candidates: Record<ModelConfig['runtime'], string[]> = {

@@ -1,6 +1,7 @@
 // The OpenAPI 3 document, generated from the route table and each deployment's real model signature.
 import type Joi from 'joi';
 import { catalogue } from './errors';
+import { version } from './version';
 import type { Controller } from './controller';
 
 type JsonSchema = Record<string, unknown>;
@@ -114,7 +115,7 @@ export function document(controller: Controller, serverUrl: string): JsonSchema 
     }
     return {
         openapi: '3.0.3',
-        info: { title: 'tsserve', version: '0.1.0', description: 'Model endpoints declared in serve.yaml. Admin routes live under /-/.' },
+        info: { title: 'tsserve', version, description: 'Model endpoints declared in serve.yaml. Admin routes live under /-/.' },
         servers: [{ url: serverUrl }],
         paths,
         components: { schemas: { Error: errorSchema } }

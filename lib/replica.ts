@@ -4,25 +4,9 @@ import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import { log } from './log';
 import type { WireError } from './errors';
-import type { Signature } from '../handlers/handler';
-import type { DeploymentConfig } from '../schemas/serve';
-
-export interface ReplicaSpec extends DeploymentConfig {
-    id: string;
-}
-
-export type ToWorker =
-    | { type: 'batch'; id: number; items: unknown[] }
-    | { type: 'ping' }
-    | { type: 'reconfigure'; user_config: Record<string, unknown> }
-    | { type: 'stop' };
-
-export type FromWorker =
-    | { type: 'ready'; signature: Signature; backend: string; notice?: string }
-    | { type: 'failed'; message: string }
-    | { type: 'result'; id: number; bodies?: string[]; error?: WireError }
-    | { type: 'pong' }
-    | { type: 'reconfigured'; error?: string };
+import type { Signature } from './signature';
+import type { FromWorker, ReplicaSpec, ToWorker } from './messages';
+import type { ReplicaStatus } from './status';
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'BACKOFF' | 'STOPPING' | 'STOPPED';
 
@@ -200,7 +184,7 @@ export class Replica extends EventEmitter {
         clearTimeout(kill);
     }
 
-    status(): Record<string, unknown> {
+    status(): ReplicaStatus {
         return {
             id: this.spec.id, pid: this.pid, state: this.state, version: this.version, restarts: this.restarts,
             inflight_requests: this.inflightRequests, backend: this.backend, notice: this.notice, last_error: this.lastError

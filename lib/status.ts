@@ -1,9 +1,59 @@
-// `tsserve status`: /-/status as a table a person can read.
-interface ReplicaStatus { id: string; pid: number; state: string; version: string; restarts: number; backend?: string; last_error?: string }
-interface DeploymentStatus { name: string; status: string; version: string; target_replicas: number; running_replicas: number; queued_requests: number; last_error?: string; replicas: ReplicaStatus[] }
-interface AppStatus { name: string; route_prefix: string; deployments: DeploymentStatus[] }
-interface Reload { at: string; trigger: string; result: string; errors?: string[] }
-export interface Status { started_at: string; ready: boolean; applications: AppStatus[]; config: { file: string; version: string; reloads: number; last_reload?: Reload } }
+// What /-/status answers, declared once for the server that builds it and the `tsserve status` that reads it; and
+// that answer as a table a person can read.
+import type { ReloadResult } from './watcher';
+import type { ModelConfig, ServeConfig } from '../schemas/serve';
+
+export interface ReplicaStatus {
+    id: string;
+    pid?: number;
+    state: string;
+    version: string;
+    restarts: number;
+    inflight_requests: number;
+    backend?: string;
+    notice?: string;
+    last_error?: string;
+}
+
+export interface DeploymentStatus {
+    name: string;
+    status: 'RUNNING' | 'DEPLOYING' | 'UNHEALTHY';
+    version: string;
+    handler: string;
+    model: ModelConfig;
+    target_replicas: number;
+    running_replicas: number;
+    replicas_by_version: Record<string, number>;
+    queued_requests: number;
+    last_error?: string;
+    replicas: ReplicaStatus[];
+}
+
+export interface AppStatus {
+    name: string;
+    route_prefix: string;
+    routes: Array<{ method: string; path: string; deployment: string }>;
+    deployments: DeploymentStatus[];
+}
+
+export interface ConfigStatus {
+    file: string;
+    version: string;
+    reloads: number;
+    last_reload?: ReloadResult;
+}
+
+export interface ControllerStatus {
+    started_at: string;
+    ready: boolean;
+    http_options: ServeConfig['http_options'];
+    applications: AppStatus[];
+}
+
+/** The body of GET /-/status. */
+export interface Status extends ControllerStatus {
+    config: ConfigStatus;
+}
 
 function table(rows: string[][]): string {
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));

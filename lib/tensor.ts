@@ -1,6 +1,18 @@
-// Tensors in and out of JSON: nested arrays <-> typed arrays, dtype checks, batching helpers.
+// Tensors: the type every handler and runtime exchanges, and its ways in and out of JSON (nested arrays <-> typed
+// arrays, dtype checks) and of batches (rows sliced and concatenated).
 import { fail } from './errors';
-import type { Tensor, TypedArray } from '../handlers/handler';
+
+export type TypedArray = Float32Array | Float64Array | Int8Array | Uint8Array | Int16Array | Uint16Array
+    | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
+
+/** A dense tensor: row-major data and its dimensions. */
+export interface Tensor {
+    type: string;
+    data: TypedArray;
+    dims: number[];
+}
+
+export type Feeds = Record<string, Tensor>;
 
 type Ctor = { new(n: number): TypedArray; new(b: ArrayBuffer): TypedArray; BYTES_PER_ELEMENT: number };
 

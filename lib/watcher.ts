@@ -12,6 +12,7 @@ import { isModule } from '../schemas/serve';
 import { log } from './log';
 import type { Changes, Controller } from './controller';
 import type { ServeConfig } from '../schemas/serve';
+import type { ConfigStatus } from './status';
 
 export interface ReloadResult {
     at: string;
@@ -121,7 +122,7 @@ export class ConfigWatcher {
         return this.fingerprint.slice(0, 12);
     }
 
-    status(): Record<string, unknown> {
+    status(): ConfigStatus {
         return { file: this.file, version: this.version, reloads: this.reloads, last_reload: this.last };
     }
 

@@ -5,8 +5,9 @@ import { fail, toWire } from './errors';
 import { modelFiles } from './model-files';
 import { log } from './log';
 import { dtype, size } from './tensor';
-import type { Feeds, Handler } from '../handlers/handler';
-import type { ToWorker, FromWorker, ReplicaSpec } from './replica';
+import type { Feeds } from './tensor';
+import type { Handler } from './handler';
+import type { ToWorker, FromWorker, ReplicaSpec } from './messages';
 
 const spec = JSON.parse(process.env.TSSERVE_REPLICA as string) as ReplicaSpec;
 const send = (msg: FromWorker): void => {

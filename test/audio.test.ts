@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { WaveFile } from 'wavefile';
 import { validate as validateOpenApi } from '@readme/openapi-parser';
-import { Graph } from '../models/onnx-builder';
+import { Graph } from '../modelgen/onnx-builder';
 import { serve } from './helpers';
 import {
     decodeWav, fitLength, frameCount, hann, hzToMel, logMel, melFilterbank, melToHz, mixdown, PowerSpectrum, resample,
@@ -17,7 +17,10 @@ import {
 } from '../handlers/audio-dsp';
 import { audio } from '../handlers/audio';
 import { audio as audioSchema } from '../schemas/audio';
-import type { Feeds, Handler, ModelFiles, Signature, Tensor, TensorInfo } from '../handlers/handler';
+import type { Feeds, Tensor } from '../lib/tensor';
+import type { Signature, TensorInfo } from '../lib/signature';
+import type { ModelFiles } from '../lib/model-files';
+import type { Handler } from '../lib/handler';
 
 const examples = path.join(__dirname, '..', 'examples');
 const tonesDir = path.join(examples, 'models', 'tones');

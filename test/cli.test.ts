@@ -2,11 +2,10 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { main } from '../lib/cli';
 import type { Status } from '../lib/status';
-import { cli, fixtures, run } from './helpers';
+import { fixtures, run } from './helpers';
 
 const dir = fixtures();
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -217,11 +216,16 @@ t.test('status when nothing listens', async (t) => {
 t.test('status prints what /-/status answers', async (t) => {
     const status: Status = {
         started_at: '2025-01-01T00:00:00.000Z', ready: true,
-        config: { file: '/srv/serve.yaml', version: 'feedc0ffee12', reloads: 2, last_reload: { at: '2025-01-01T00:01:00.000Z', trigger: 'SIGHUP', result: 'invalid', errors: ['applications[0].name: is required'] } },
+        http_options: { host: '127.0.0.1', port: 9000, request_timeout_s: 30, max_body_size_mb: 16 },
+        config: {
+            file: '/srv/serve.yaml', version: 'feedc0ffee12', reloads: 2,
+            last_reload: { at: '2025-01-01T00:01:00.000Z', trigger: 'SIGHUP', result: 'invalid', config_version: 'feedc0ffee12', errors: ['applications[0].name: is required'] }
+        },
         applications: [{
-            name: 'mlp', route_prefix: '/mlp', deployments: [{
-                name: 'model', status: 'HEALTHY', version: 'abc123def456', target_replicas: 1, running_replicas: 1, queued_requests: 0,
-                replicas: [{ id: 'model#1', pid: 42, state: 'RUNNING', version: 'abc123def456', restarts: 0, backend: 'cpu' }]
+            name: 'mlp', route_prefix: '/mlp', routes: [{ method: 'POST', path: '/mlp/predict', deployment: 'model' }], deployments: [{
+                name: 'model', status: 'RUNNING', version: 'abc123def456', handler: 'tensor', model: { runtime: 'onnx', path: 'mlp.onnx' },
+                target_replicas: 1, running_replicas: 1, replicas_by_version: { abc123def456: 1 }, queued_requests: 0,
+                replicas: [{ id: 'model#1', pid: 42, state: 'RUNNING', version: 'abc123def456', restarts: 0, inflight_requests: 0, backend: 'cpu' }]
             }]
         }]
     };

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fixedBatch, halves, intInput, lookup, mlp, pairSeq, slow } from '../models/zoo';
+import { fixedBatch, halves, intInput, lookup, mlp, pairSeq, slow } from '../modelgen/zoo';
 
 export const cli = path.join(__dirname, '..', 'lib', 'cli.ts');
 

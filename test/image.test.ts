@@ -11,7 +11,10 @@ import { image, imageTensor, makePlan, maxPixels, sniff, type ImageItem } from '
 import { image as schema, type ImageOptions } from '../schemas/image';
 import { modelFiles } from '../lib/model-files';
 import { serve, type Served } from './helpers';
-import type { Feeds, ModelFiles, RequestIn, Signature } from '../handlers/handler';
+import type { Feeds } from '../lib/tensor';
+import type { Signature } from '../lib/signature';
+import type { ModelFiles } from '../lib/model-files';
+import type { RequestIn } from '../lib/handler';
 
 const root = path.join(__dirname, '..');
 const seven = fs.readFileSync(path.join(root, 'examples', 'seven.png'));

@@ -3,9 +3,9 @@ import * as ort from 'onnxruntime-node';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Graph, IR_VERSION, OPSET } from '../models/onnx-builder';
-import { fixedBatch, intInput, mlp, mlpWeights, mulberry32, pairSeq, resnet18, slow } from '../models/zoo';
-import { repoRoot, writeModels } from '../models/make';
+import { Graph, IR_VERSION, OPSET } from '../modelgen/onnx-builder';
+import { fixedBatch, intInput, mlp, mlpWeights, mulberry32, pairSeq, resnet18, slow } from '../modelgen/zoo';
+import { repoRoot, writeModels } from '../modelgen/make';
 
 const ROOT = join(__dirname, '..');
 
@@ -173,7 +173,7 @@ t.test('resnet18', async (t) => {
 
 t.test('make', async (t) => {
     t.equal(repoRoot(), ROOT);
-    t.equal(repoRoot(join(ROOT, 'models', 'nested')), ROOT, 'walks up from a missing folder');
+    t.equal(repoRoot(join(ROOT, 'modelgen', 'nested')), ROOT, 'walks up from a missing folder');
     t.throws(() => repoRoot('/'), /no package.json above \//);
 
     const dir = t.testdir();
@@ -181,11 +181,11 @@ t.test('make', async (t) => {
     t.same(new Uint8Array(readFileSync(join(dir, 'out', 'mlp.onnx'))), mlp());
 
     const cli = (...args: string[]) =>
-        spawnSync(process.execPath, [...process.execArgv, join(ROOT, 'models', 'make.ts'), ...args], { encoding: 'utf8' });
+        spawnSync(process.execPath, [...process.execArgv, join(ROOT, 'modelgen', 'make.ts'), ...args], { encoding: 'utf8' });
     const explicit = cli(join(dir, 'cli'));
     t.equal(explicit.status, 0, explicit.stderr);
     t.equal(explicit.stdout, `wrote ${join(dir, 'cli', 'mlp.onnx')}\n`);
     const byDefault = cli();
     t.equal(byDefault.status, 0, byDefault.stderr);
-    t.equal(byDefault.stdout, `wrote ${join(ROOT, 'models', 'mlp.onnx')}\n`);
+    t.equal(byDefault.stdout, `wrote ${join(ROOT, 'examples', 'models', 'mlp.onnx')}\n`);
 });

@@ -10,9 +10,12 @@ import { validate as validateOpenApi } from '@readme/openapi-parser';
 import { text, TextTokenizer, type TextItem } from '../handlers/text';
 import { text as textOptions } from '../schemas/text';
 import { modelFiles } from '../lib/model-files';
-import { Graph } from '../models/onnx-builder';
+import { Graph } from '../modelgen/onnx-builder';
 import { serve, type Served } from './helpers';
-import type { Feeds, Handler, ModelFiles, Signature, TensorInfo } from '../handlers/handler';
+import type { Feeds } from '../lib/tensor';
+import type { Signature, TensorInfo } from '../lib/signature';
+import type { ModelFiles } from '../lib/model-files';
+import type { Handler } from '../lib/handler';
 
 const exampleDir = path.join(__dirname, '..', 'examples', 'models', 'sentiment');
 const exampleJson = JSON.parse(fs.readFileSync(path.join(exampleDir, 'tokenizer.json'), 'utf8'));

@@ -14,9 +14,9 @@ import * as tf from '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { imageTensor, makePlan } from '../../handlers/image';
 import { image as imageOptions, type ImageOptions } from '../../schemas/image';
-import { Graph } from '../../models/onnx-builder';
-import { repoRoot } from '../../models/make';
-import type { Signature } from '../../handlers/handler';
+import { Graph } from '../../modelgen/onnx-builder';
+import { repoRoot } from '../../modelgen/make';
+import type { Signature } from '../../lib/signature';
 
 const root = repoRoot(__dirname);
 const out = {

@@ -10,7 +10,7 @@
 //    It is checked by loading it with @huggingface/tokenizers, the library the text handler uses.
 // 3. The model, trained with TensorFlow.js: token embedding -> mean over the attention mask -> linear -> logits.
 //    Padding cannot change an answer: padded positions are multiplied by a mask of 0 before the mean.
-// 4. The same weights written as ONNX (models/onnx-builder.ts): inputs input_ids and attention_mask int64
+// 4. The same weights written as ONNX (modelgen/onnx-builder.ts): inputs input_ids and attention_mask int64
 //    [batch, sequence]; outputs logits [batch, 2] and last_hidden_state [batch, sequence, 16] (the token embeddings,
 //    so the same model also serves the text handler's embedding task). ONNX Runtime must agree with TensorFlow.js to
 //    within 1e-4 on held-out sentences, and a few sentences a person can check must get the right label, or this fails.
@@ -20,8 +20,8 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import * as ort from 'onnxruntime-node';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Graph } from '../../models/onnx-builder';
-import { mulberry32 } from '../../models/zoo';
+import { Graph } from '../../modelgen/onnx-builder';
+import { mulberry32 } from '../../modelgen/zoo';
 
 const SEED = 20240611;
 const DIM = 16;

@@ -12,7 +12,7 @@
 //    preprocessor_config.json, so that training and serving cannot disagree.
 // 3. The model, trained with TensorFlow.js on each clip's mean log-mel frame, centred (its mean over the mel bands
 //    subtracted, so loudness does not matter) and standardised: dense 64 -> relu -> dense 12 logits.
-// 4. The same model written as ONNX (models/onnx-builder.ts), the whole of it on the handler's features:
+// 4. The same model written as ONNX (modelgen/onnx-builder.ts), the whole of it on the handler's features:
 //    inputs input_features float32 [batch, frames, n_mels] and attention_mask int64 [batch, frames]; the mean over
 //    the frames the mask marks (so padding cannot change an answer), centring (ReduceMean), standardising, the two
 //    dense layers; output logits [batch, 12]. ONNX Runtime on padded batches must agree with TensorFlow.js to within
@@ -24,8 +24,8 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { WaveFile } from 'wavefile';
-import { Graph } from '../../models/onnx-builder';
-import { mulberry32 } from '../../models/zoo';
+import { Graph } from '../../modelgen/onnx-builder';
+import { mulberry32 } from '../../modelgen/zoo';
 import { logMel, resample, type LogMelOptions } from '../../handlers/audio-dsp';
 
 const SEED = 440;

@@ -1,7 +1,8 @@
 // ONNX Runtime adapter (onnxruntime-node). resources.cpus -> intra-op threads; gpus -> CUDA provider.
 import * as ort from 'onnxruntime-node';
-import type { Feeds, TensorInfo } from '../../handlers/handler';
-import type { Loader, Session } from './index';
+import type { Feeds } from '../tensor';
+import type { TensorInfo } from '../signature';
+import type { Loader, Session } from './runtime';
 
 function info(m: ort.InferenceSession.ValueMetadata): TensorInfo {
     /* c8 ignore start - sequences and maps cannot be written by the fixture builder; they fail the load clearly */

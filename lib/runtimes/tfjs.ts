@@ -3,8 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { activate, chooseBackend } from './tfjs-backend';
-import type { Feeds, TensorInfo, TypedArray } from '../../handlers/handler';
-import type { Loader } from './index';
+import type { Feeds, TypedArray } from '../tensor';
+import type { TensorInfo } from '../signature';
+import type { Loader } from './runtime';
 
 interface ModelJson {
     format?: string;

@@ -1,5 +1,5 @@
 // Writes the repo's generated example models.
-// Usage: node dist/models/make.js [outDir]   (default: <repo root>/models)
+// Usage: node dist/modelgen/make.js [outDir]   (default: <repo root>/examples/models)
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { mlp } from './zoo';
@@ -32,5 +32,5 @@ export function writeModels(dir: string): string[] {
 }
 
 if (require.main === module) {
-    for (const path of writeModels(process.argv[2] ?? join(repoRoot(), 'models'))) console.log(`wrote ${path}`);
+    for (const path of writeModels(process.argv[2] ?? join(repoRoot(), 'examples', 'models'))) console.log(`wrote ${path}`);
 }

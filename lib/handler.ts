@@ -1,29 +1,10 @@
-// The Handler interface every built-in or user handler implements, and the tensor types they share.
+// The Handler contract every built-in or user handler implements: the front process parses and describes requests,
+// the replica processes turn batches of them into the model's feeds and its outputs into answers.
+import type { IncomingHttpHeaders } from 'node:http';
 import type Joi from 'joi';
-
-export type TypedArray = Float32Array | Float64Array | Int8Array | Uint8Array | Int16Array | Uint16Array
-    | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
-
-/** A dense tensor: row-major data and its dimensions. */
-export interface Tensor {
-    type: string;
-    data: TypedArray;
-    dims: number[];
-}
-
-export type Feeds = Record<string, Tensor>;
-
-/** One model input or output as the runtime reports it; a string dim is symbolic. */
-export interface TensorInfo {
-    name: string;
-    type: string;
-    dims: Array<number | string>;
-}
-
-export interface Signature {
-    inputs: TensorInfo[];
-    outputs: TensorInfo[];
-}
+import type { Feeds } from './tensor';
+import type { Signature } from './signature';
+import type { ModelFiles } from './model-files';
 
 /** A request after the front door has checked it: its rows, its batching key and what the replica needs. */
 export interface Parsed<Item> {
@@ -36,23 +17,9 @@ export interface Parsed<Item> {
 export interface RequestIn {
     /** parsed JSON, multipart fields (files as Buffers), or the raw Buffer of any other body */
     payload: unknown;
-    headers: Record<string, string | undefined>;
+    headers: IncomingHttpHeaders;
     /** the body's media type as the client sent it, without parameters ("image/png"); application/json when none */
     contentType: string;
-}
-
-/** What a model folder (or a model file's own folder) provides, read once per handler. */
-export interface ModelFiles {
-    /** the model file the runtime loads (model.onnx, onnx/model.onnx or model.json) */
-    file: string;
-    /** the folder holding tokenizer.json, config.json and preprocessor_config.json, when there is one */
-    dir?: string;
-    /** tokenizer.json, when present */
-    tokenizer?: string;
-    /** config.json (id2label, ...), parsed */
-    config?: Record<string, unknown>;
-    /** preprocessor_config.json (image size, mean, std, rescale factor; audio sampling_rate), parsed */
-    preprocessor?: Record<string, unknown>;
 }
 
 /** Everything a handler is made from: its deployment's options (validated, defaults filled) and the model's files. */
@@ -89,12 +56,6 @@ export interface Handler<Item = unknown> {
     postprocess(outputs: Feeds, items: Item[], sig: Signature): unknown[] | Promise<unknown[]>;
     /** replica process: apply the deployment's user_config (at start, and live on reload); throw if it is wrong */
     reconfigure(userConfig: Record<string, unknown>, sig: Signature): void | Promise<void>;
-}
-
-/** The most rows a model takes in one run: its first input dim when that is fixed, else unbounded. */
-export function fixedBatch(sig: Signature): number | undefined {
-    const first = sig.inputs[0]?.dims[0];
-    return typeof first === 'number' && first > 0 ? first : undefined;
 }
 
 /** Makes a handler for one deployment. Built-ins and user modules export one of these. */

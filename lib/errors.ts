@@ -12,6 +12,7 @@ export const catalogue = {
     METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed' },
     PAYLOAD_TOO_LARGE: { status: 413, message: 'Request body too large' },
     UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported content type' },
+    CLIENT_CLOSED_REQUEST: { status: 499, message: 'The client closed the connection before the answer' },
     INTERNAL: { status: 500, message: 'Internal error' },
     MODEL_ERROR: { status: 500, message: 'The model failed on this input' },
     HANDLER_ERROR: { status: 500, message: 'The handler failed on this input' },

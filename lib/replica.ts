@@ -3,15 +3,13 @@ import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import { log } from './log';
+import { ReplicaDied } from './scheduler';
 import type { WireError } from './errors';
 import type { Signature } from './signature';
 import type { FromWorker, ReplicaSpec, ToWorker } from './messages';
 import type { ReplicaStatus } from './status';
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'BACKOFF' | 'STOPPING' | 'STOPPED';
-
-/** Why a batch came back without answers: the worker's own error, or the replica died under it. */
-export class ReplicaDied extends Error {}
 
 interface InFlight {
     items: number;
@@ -22,6 +20,7 @@ interface InFlight {
 const workerFile = path.join(__dirname, `worker${path.extname(__filename)}`);
 const maxBackoffMs = 30_000;
 
+/** One supervised replica process. Its deployment's scheduler sees it as a SchedulerReplica (lib/scheduler.ts). */
 export class Replica extends EventEmitter {
     state: ReplicaState = 'STOPPED';
     pid?: number;

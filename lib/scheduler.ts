@@ -1,0 +1,308 @@
+// The dynamic batch scheduler of one deployment (Triton's name for it): its queue, admission (max_queued_requests),
+// request deadlines, when to cut a batch and which replica takes it, pipelining, and the retry of failed batches.
+// It sees replicas only through SchedulerReplica, and its deployment only through SchedulerHost.
+import type Boom from '@hapi/boom';
+import { fail, fromWire, type WireError } from './errors';
+import { fixedBatch, type Signature } from './signature';
+import type { Parsed } from './handler';
+import type { DeploymentConfig } from '../schemas/serve';
+
+/** Why a batch came back without answers when the worker did not say why: its replica died under it. */
+export class ReplicaDied extends Error {}
+
+/** What the scheduler needs of a replica. lib/replica.ts's Replica is one; the tests use fakes. */
+export interface SchedulerReplica {
+    /** it takes batches only while 'RUNNING' */
+    readonly state: string;
+    /** the model's, known once the replica runs: a fixed first dimension caps the batch */
+    readonly signature?: Signature;
+    /** batches sent to it and not answered yet */
+    readonly inflightBatches: number;
+    /** the requests in those batches */
+    readonly inflightRequests: number;
+    /** Runs a batch; resolves with one JSON body per item, rejects with the worker's WireError or a ReplicaDied. */
+    run(items: unknown[]): Promise<string[]>;
+}
+
+/** The part of a deployment's config the scheduler reads: read at each use, since a reload changes it in place. */
+export type SchedulerConfig = Pick<DeploymentConfig, 'batching' | 'max_ongoing_requests' | 'max_queued_requests'>;
+
+/** Whose requests are scheduled: a deployment, read live (its replica list and config are replaced on reload). */
+export interface SchedulerHost {
+    /** names the deployment in error messages */
+    readonly id: string;
+    readonly replicas: readonly SchedulerReplica[];
+    readonly config: SchedulerConfig;
+}
+
+/** The client's side of a request: the HTTP response, which closes early when the client hangs up. */
+export interface Client {
+    readonly writableEnded: boolean;
+    on(event: 'close', listener: () => void): unknown;
+}
+
+/** A request from its admission to its answer. */
+interface Pending {
+    rows: number;
+    key: string;
+    item: unknown;
+    /** run alone: its last batch failed and it must not take others down with it */
+    solo: boolean;
+    /** when it was admitted (performance.now()) */
+    enqueued: number;
+    /** its request timeout, counted from `enqueued` */
+    timeoutMs: number;
+    /** times its replica died under it */
+    tries: number;
+    queued: boolean;
+    done: boolean;
+    resolve(body: string): void;
+    reject(err: Boom.Boom): void;
+}
+
+/** Batches a replica holds at once: the one it runs, and the next, ready the moment it finishes. */
+const pipelineDepth = 2;
+
+export class Scheduler {
+    /** FIFO, but for failed batches' requests, which go back to the front */
+    private queue: Pending[] = [];
+    private queuedRows = 0;
+    private waitTimer?: NodeJS.Timeout;
+    private pumpScheduled = false;
+    /** requests not answered yet, oldest first; one timer, for the earliest deadline, times them out */
+    private open = new Set<Pending>();
+    private timeoutTimer?: NodeJS.Timeout;
+    private timeoutAt = Infinity;
+    /** drain()s waiting for the queue to empty */
+    private emptied: Array<() => void> = [];
+
+    constructor(private readonly host: SchedulerHost) {}
+
+    /** requests waiting for a replica (not those in flight) */
+    get queued(): number {
+        return this.queue.length;
+    }
+
+    /**
+     * Admits a request, or refuses it with QUEUE_FULL; resolves with its JSON body. A client whose response closes
+     * before its answer is written has hung up: its request leaves the queue.
+     */
+    submit(parsed: Parsed<unknown>, timeoutMs: number, client?: Client): Promise<string> {
+        const max = this.host.config.max_queued_requests;
+        if (this.queue.length >= max) {
+            // Dispatch is deferred to the end of the loop turn (pumpSoon); what a free replica can take now is not
+            // queued, so it leaves before the queue is called full.
+            this.pump();
+        }
+        if (this.queue.length >= max) {
+            return Promise.reject(fail('QUEUE_FULL', `deployment "${this.host.id}" has ${this.queue.length} requests queued (max_queued_requests)`));
+        }
+        return new Promise((resolve, reject) => {
+            const now = performance.now();
+            const p: Pending = {
+                rows: parsed.rows, key: parsed.key, item: parsed.item, solo: false, enqueued: now, timeoutMs, tries: 0, queued: false, done: false, resolve, reject
+            };
+            this.open.add(p);
+            this.armTimeout(now + timeoutMs);
+            // A response closes once: when it was written, or when the client hung up first.
+            client?.on('close', () => client.writableEnded || p.done || this.finish(p, fail('CLIENT_CLOSED_REQUEST')));
+            this.enqueue(p);
+            this.pumpSoon();
+        });
+    }
+
+    /**
+     * Resolves once nothing is queued, or after timeoutMs (the batches in flight are their replicas' to finish).
+     * Then no batch waits for company any more, and with no request left open, no deadline timer is left either.
+     */
+    async drain(timeoutMs: number): Promise<void> {
+        if (this.queue.length) {
+            let timer: NodeJS.Timeout | undefined;
+            await new Promise<void>((resolve) => {
+                this.emptied.push(resolve);
+                timer = setTimeout(() => {
+                    this.emptied.splice(this.emptied.indexOf(resolve), 1);
+                    resolve();
+                }, timeoutMs);
+            });
+            clearTimeout(timer);
+        }
+        clearTimeout(this.waitTimer);
+        this.waitTimer = undefined;
+        if (!this.open.size) {
+            clearTimeout(this.timeoutTimer);
+            this.timeoutAt = Infinity;
+        }
+    }
+
+    /**
+     * One timer per deployment rather than one per request (it costs the front door less): it is set for the
+     * earliest deadline; when it fires, the requests past their deadline get 504 and it is set for the next.
+     */
+    private armTimeout(at: number): void {
+        if (at < this.timeoutAt) {
+            clearTimeout(this.timeoutTimer);
+            this.timeoutAt = at;
+            this.timeoutTimer = setTimeout(this.expire, at - performance.now());
+        }
+    }
+
+    private readonly expire = (): void => {
+        this.timeoutAt = Infinity;
+        // Timers count whole milliseconds, so one may fire a fraction of one early.
+        const now = performance.now() + 1;
+        let next = Infinity;
+        for (const p of this.open) {
+            const deadline = p.enqueued + p.timeoutMs;
+            if (deadline <= now) {
+                this.finish(p, fail('REQUEST_TIMEOUT', `no answer within ${p.timeoutMs / 1000}s`));
+            }
+            else {
+                next = Math.min(next, deadline);
+            }
+        }
+        if (next < Infinity) {
+            this.armTimeout(next);
+        }
+    };
+
+    private enqueue(p: Pending, front = false): void {
+        p.queued = true;
+        front ? this.queue.unshift(p) : this.queue.push(p);
+        this.queuedRows += p.rows;
+    }
+
+    private finish(p: Pending, err: Boom.Boom | undefined, body?: string): void {
+        if (p.done) {
+            return;
+        }
+        p.done = true;
+        this.open.delete(p);
+        if (p.queued) {
+            this.queue.splice(this.queue.indexOf(p), 1);
+            this.queuedRows -= p.rows;
+            this.checkEmpty();
+        }
+        err ? p.reject(err) : p.resolve(body as string);
+    }
+
+    private checkEmpty(): void {
+        if (!this.queue.length && this.emptied.length) {
+            const waiting = this.emptied;
+            this.emptied = [];
+            waiting.forEach((resolve) => resolve());
+        }
+    }
+
+    /** The free replica with the least work: under its pipeline depth and its max_ongoing_requests. */
+    private pick(): SchedulerReplica | undefined {
+        const maxOngoing = this.host.config.max_ongoing_requests;
+        let best: SchedulerReplica | undefined;
+        for (const r of this.host.replicas) {
+            if (r.state === 'RUNNING' && r.inflightBatches < pipelineDepth && r.inflightRequests < maxOngoing
+                && (!best || r.inflightBatches < best.inflightBatches)) {
+                best = r;
+            }
+        }
+        return best;
+    }
+
+    /**
+     * Dispatch once the event loop has handled the I/O at hand, not on each arrival: the requests (and answers) that
+     * came in together then leave together, rather than one batch of one each while a replica is idle. setImmediate
+     * runs right after this poll phase, so a lone request waits for no one.
+     */
+    private readonly pumpSoon = (): void => {
+        if (!this.pumpScheduled) {
+            this.pumpScheduled = true;
+            setImmediate(this.pumpNow);
+        }
+    };
+
+    private readonly pumpNow = (): void => {
+        this.pumpScheduled = false;
+        this.pump();
+    };
+
+    private readonly waited = (): void => {
+        this.waitTimer = undefined;
+        this.pump();
+    };
+
+    /**
+     * Dispatches what can leave now; the deployment calls it too, when a replica becomes ready or the config changes.
+     * An idle replica takes what is queued at once (the batch wait is a ceiling, not a toll); a busy one gets its
+     * next batch when the batch is full or the oldest request has waited batch_wait_timeout_s.
+     */
+    pump(): void {
+        const { max_batch_size, batch_wait_timeout_s } = this.host.config.batching;
+        while (this.queue.length) {
+            const r = this.pick();
+            if (!r) {
+                return;
+            }
+            const cap = Math.min(max_batch_size, fixedBatch(r.signature as Signature) ?? Infinity);
+            const waited = performance.now() - this.queue[0].enqueued;
+            const wait = batch_wait_timeout_s * 1000;
+            if (r.inflightBatches > 0 && this.queuedRows < cap && waited < wait) {
+                // One timer at a time, set for the oldest request: if that one leaves first, it fires early and looks again.
+                this.waitTimer ??= setTimeout(this.waited, wait - waited);
+                return;
+            }
+            this.dispatch(r, this.take(cap, this.host.config.max_ongoing_requests - r.inflightRequests));
+        }
+    }
+
+    /**
+     * Cuts a batch: the oldest request and then, in order, every later one that shares its key and still fits:
+     * at most maxRows rows (an oversized request runs alone) and maxItems requests. A solo request runs alone.
+     */
+    private take(maxRows: number, maxItems: number): Pending[] {
+        const head = this.queue.shift() as Pending;
+        const batch = [head];
+        let rows = head.rows;
+        if (!head.solo) {
+            for (let i = 0; i < this.queue.length && rows < maxRows && batch.length < maxItems; i++) {
+                const p = this.queue[i];
+                if (p.key === head.key && !p.solo && rows + p.rows <= maxRows) {
+                    batch.push(p);
+                    rows += p.rows;
+                    this.queue.splice(i--, 1);
+                }
+            }
+        }
+        this.queuedRows -= rows;
+        this.checkEmpty();
+        return batch;
+    }
+
+    private dispatch(r: SchedulerReplica, batch: Pending[]): void {
+        for (const p of batch) {
+            p.queued = false;
+        }
+        r.run(batch.map((p) => p.item)).then(
+            (bodies) => batch.forEach((p, i) => this.finish(p, undefined, bodies[i])),
+            (err: WireError | ReplicaDied) => this.retry(batch, err)
+        ).finally(this.pumpSoon);
+    }
+
+    /**
+     * A batch failed. Inference is pure, so it is safe to run again: when its replica died, each request is
+     * retried once; when the model or handler failed on a batch of several, each runs alone to find the culprit.
+     */
+    private retry(batch: Pending[], err: WireError | ReplicaDied): void {
+        const died = err instanceof ReplicaDied;
+        for (const p of batch.filter((q) => !q.done).reverse()) {
+            if (died && p.tries++ >= 1) {
+                this.finish(p, fail('REPLICA_CRASHED', `replicas of "${this.host.id}" died twice while running this request`));
+            }
+            else if (died || batch.length > 1) {
+                p.solo = batch.length > 1;
+                this.enqueue(p, true);
+            }
+            else {
+                this.finish(p, fromWire(err as WireError));
+            }
+        }
+    }
+}

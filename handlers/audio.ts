@@ -9,14 +9,15 @@
 import Joi from 'joi';
 import { WaveFile } from 'wavefile';
 import { fail } from '../lib/errors';
-import { dtype, toNested } from '../lib/tensor';
+import { dtype } from '../lib/tensor';
 import { audio as audioSchema, fallbacks, type AudioOptions } from '../schemas/audio';
-import { classify, labelNames } from './classify';
+import { classificationSchema, classifications, outputOf } from './classify';
+import { checkCap, perRequest, perRequestSchema, rawAnswers, rawSchema } from './items';
 import { decodeWav, fitLength, frameCount, logMel, mixdown, resample, samplesForFrames, samplesNeeded, type LogMelOptions } from './audio-dsp';
 import type { Feeds } from '../lib/tensor';
 import { fixedBatch, type Signature, type TensorInfo } from '../lib/signature';
 import type { Handler, HandlerContext, HandlerFactory, RequestIn } from '../lib/handler';
-import { binary, collect, fileBodies } from './media';
+import { base64Text, binary, collect, fileBodies } from './media';
 
 /** One audio as the front received it: WAV bytes, or the base64 text of a JSON body (decoded in the replica). */
 type Audio = Uint8Array | string;
@@ -121,23 +122,16 @@ function layout(options: AudioOptions, sig: Signature): Layout {
     };
 }
 
-/** The text of a base64 audio from a JSON body, without its data: URL prefix; refuses URLs (they are never fetched). */
-function base64Text(value: unknown, name: string): string {
-    if (typeof value !== 'string' || !value) {
-        throw fail('INVALID_BODY', `"${name}" must be a WAV file encoded as a non-empty base64 string`);
+const base64Wav = 'a WAV file encoded as a non-empty base64 string';
+const noFetch = 'the audio handler does not fetch URLs: send the WAV file itself, base64-encoded';
+
+/** One audio of a JSON body: its base64 text, decoded in the replica. */
+function fromJson(value: unknown, name: string): string {
+    const text = base64Text(value, `"${name}"`, base64Wav, noFetch);
+    if (!text) {
+        throw fail('INVALID_BODY', `"${name}" must be ${base64Wav}`);
     }
-    const head = value.slice(0, 256);
-    const dataUrl = /^data:([^,]*),/.exec(head);
-    if (dataUrl) {
-        if (!/;base64$/i.test(dataUrl[1])) {
-            throw fail('INVALID_BODY', `"${name}" is a data: URL without ";base64"; encode the WAV file in base64`);
-        }
-        return value.slice(dataUrl[0].length);
-    }
-    if (/^[a-z][a-z0-9+.-]*:/i.test(head)) {
-        throw fail('INVALID_BODY', `"${name}" is a URL; the audio handler does not fetch URLs: send the WAV file itself, base64-encoded`);
-    }
-    return value;
+    return text;
 }
 
 function itemOf(req: RequestIn): Item {
@@ -152,7 +146,7 @@ function itemOf(req: RequestIn): Item {
         fromFile: (bytes) => bytes,
         one: 'audio',
         many: 'audios',
-        fromJson: (value, i) => base64Text(value, i === undefined ? 'audio' : `audios[${i}]`),
+        fromJson: (value, i) => fromJson(value, i === undefined ? 'audio' : `audios[${i}]`),
         noFile: 'the multipart body holds no file: send each WAV file as a file part',
         jsonShape: 'the body must be {"audio": "<base64 WAV>"} or {"audios": ["<base64 WAV>", ...]}',
         notList: '"audios" must be a non-empty array of base64 WAV files',
@@ -208,14 +202,7 @@ export const audio: HandlerFactory<Item> = (ctx) => {
     // Variable-length audio for a model without attention_mask: each request batches alone.
     let solo = 0;
 
-    const prediction = Joi.object({ label: Joi.string(), score: Joi.number() });
-    const answer = (sig: Signature): Joi.Schema => options.task === 'classification'
-        ? Joi.object({
-            label: Joi.string().description('the best label'),
-            score: Joi.number().description('its probability (softmax)'),
-            predictions: Joi.array().items(prediction).description('the top_k labels, best first')
-        })
-        : Joi.object({ outputs: Joi.object(Object.fromEntries(sig.outputs.map((o) => [o.name, Joi.any()]))).description('each output\'s row for this audio') });
+    const logitsOf = (sig: Signature): string => outputOf(sig, options.output, 'logits');
 
     const handler: Handler<Item> = {
         requestSchema() {
@@ -226,8 +213,7 @@ export const audio: HandlerFactory<Item> = (ctx) => {
         },
 
         responseSchema(sig) {
-            const one = answer(sig);
-            return Joi.alternatives(one, Joi.object({ results: Joi.array().items(one).description('one per audio, in order') }));
+            return perRequestSchema(options.task === 'classification' ? classificationSchema : rawSchema(sig, 'audio'), 'audio');
         },
 
         example(sig) {
@@ -246,10 +232,7 @@ export const audio: HandlerFactory<Item> = (ctx) => {
 
         parse(req, sig) {
             const item = itemOf(req);
-            const cap = fixedBatch(sig);
-            if (cap && item.audios.length > cap) {
-                throw fail('INVALID_BODY', `this model takes at most ${cap} audios per request; this one has ${item.audios.length}`);
-            }
+            checkCap(sig, item.audios.length, 'audio');
             const l = layoutOf(sig);
             const key = l.length !== undefined || l.mask ? '' : `solo:${++solo}`;
             return { rows: item.audios.length, key, item };
@@ -257,6 +240,9 @@ export const audio: HandlerFactory<Item> = (ctx) => {
 
         load(sig) {
             layoutOf(sig);
+            if (options.task === 'classification') {
+                logitsOf(sig);
+            }
         },
 
         preprocess(items, sig) {
@@ -316,25 +302,9 @@ export const audio: HandlerFactory<Item> = (ctx) => {
         },
 
         postprocess(outputs, items, sig) {
-            const total = items.reduce((n, it) => n + it.audios.length, 0);
-            const padded = Math.max(total, fixedBatch(sig) ?? 0);
-            let answers: unknown[];
-            if (options.task === 'classification') {
-                const logits = outputs[sig.outputs[0].name];
-                const names = labelNames(options, ctx.model, logits.dims[logits.dims.length - 1]);
-                answers = classify(logits, names, topK).map((p) => ({ label: p[0].label, score: p[0].score, predictions: p }));
-            }
-            else {
-                answers = Array.from({ length: total }, (_, r) => ({
-                    outputs: Object.fromEntries(Object.entries(outputs).map(([name, t]) =>
-                        [name, t.dims[0] === padded ? (toNested(t, r, 1) as unknown[])[0] : toNested(t)]))
-                }));
-            }
-            let at = 0;
-            return items.map((it) => {
-                const mine = answers.slice(at, at += it.audios.length);
-                return it.list ? { results: mine } : mine[0];
-            });
+            const rows = items.reduce((n, it) => n + it.audios.length, 0);
+            const answers = options.task === 'classification' ? classifications(outputs[logitsOf(sig)], rows, options, ctx.model, topK) : rawAnswers(outputs, rows, sig);
+            return perRequest(answers, items, (it) => it.audios.length);
         },
 
         reconfigure(userConfig) {

@@ -1,11 +1,31 @@
-// Shared by the handlers that end in classification: softmax, top-k, and label names from serve.yaml or config.json.
+// Shared by the handlers that end in classification: which model output holds the logits, softmax, top-k, label
+// names from serve.yaml or config.json, and the answer ({label, score, predictions}) with its response schema.
+import Joi from 'joi';
 import type { ClassifyOptions } from '../schemas/classify';
 import type { Tensor } from '../lib/tensor';
+import type { Signature } from '../lib/signature';
 import type { ModelFiles } from '../lib/model-files';
 
 export interface Prediction {
     label: string;
     score: number;
+}
+
+/** One item's answer: the best label and its score, and the top-k predictions, best first. */
+export interface Classification extends Prediction {
+    predictions: Prediction[];
+}
+
+/**
+ * The model output a handler reads: `options.output` when given, else `preferred` when the model has it, else its
+ * first output. Throws (the replica does not start) when options.output names none of the model's outputs.
+ */
+export function outputOf(sig: Signature, asked: string | undefined, preferred: string): string {
+    const name = asked ?? (sig.outputs.some((o) => o.name === preferred) ? preferred : sig.outputs[0].name);
+    if (!sig.outputs.some((o) => o.name === name)) {
+        throw new Error(`options.output is "${name}", not among the model's outputs (${sig.outputs.map((o) => o.name).join(', ')})`);
+    }
+    return name;
 }
 
 /** Class names by index: `labels:` in serve.yaml, else config.json's id2label, else LABEL_<i>. */
@@ -37,3 +57,22 @@ export function classify(logits: Tensor, names: string[], topK: number): Predict
     }
     return out;
 }
+
+/**
+ * The answers of the first `rows` rows of a [batch, classes] logits tensor (the rows after them pad a fixed batch):
+ * labels from `labels:`, config.json or LABEL_<i>, top_k of them.
+ */
+export function classifications(logits: Tensor, rows: number, options: ClassifyOptions, model: ModelFiles, topK = options.top_k): Classification[] {
+    const classes = logits.dims[logits.dims.length - 1];
+    const mine = { ...logits, data: logits.data.subarray(0, rows * classes), dims: [rows, classes] };
+    return classify(mine, labelNames(options, model, classes), topK).map((predictions) => ({ ...predictions[0], predictions }));
+}
+
+const prediction = Joi.object({ label: Joi.string(), score: Joi.number() });
+
+/** The response schema of one classification answer. */
+export const classificationSchema = Joi.object({
+    label: Joi.string().description('the most likely label'),
+    score: Joi.number().description('its probability (softmax of the logits)'),
+    predictions: Joi.array().items(prediction).description('the top_k labels, best first')
+});

@@ -9,13 +9,13 @@
 import Joi from 'joi';
 import sharp from 'sharp';
 import { fail } from '../lib/errors';
-import { sliceRows, toNested } from '../lib/tensor';
-import { classify, labelNames } from './classify';
+import { classificationSchema, classifications, outputOf } from './classify';
+import { checkCap, perRequest, perRequestSchema, rawAnswers, rawSchema } from './items';
 import type { Feeds, Tensor } from '../lib/tensor';
 import { fixedBatch, type Signature } from '../lib/signature';
 import type { ModelFiles } from '../lib/model-files';
 import type { Handler, HandlerFactory, RequestIn } from '../lib/handler';
-import { binary, collect, fileBodies } from './media';
+import { base64Text, binary, collect, fileBodies } from './media';
 import type { ImageOptions, Resample } from '../schemas/image';
 
 /** One request: the bytes of its images, and whether it sent a list (then its body is `{results: [...]}`). */
@@ -76,23 +76,10 @@ function checkBytes(bytes: Buffer, at: string): Buffer {
     return bytes;
 }
 
+/** One image of a JSON body, decoded here: its magic number is checked at the front door. */
 function fromBase64(value: unknown, at: string): Buffer {
-    if (typeof value !== 'string') {
-        throw fail('INVALID_BODY', `${at} must be a base64 string`);
-    }
-    let text = value.trim();
-    if (isUrl.test(text)) {
-        throw fail('INVALID_BODY', `${at} is a URL; ${noFetch}`);
-    }
-    const dataUrl = /^data:([^,]*),/i.exec(text);
-    if (dataUrl) {
-        if (!/;base64$/i.test(dataUrl[1])) {
-            throw fail('INVALID_BODY', `${at} is a data: URL without ";base64"`);
-        }
-        text = text.slice(dataUrl[0].length);
-    }
     // MIME base64 wraps its lines.
-    text = text.replace(/\s+/g, '');
+    const text = base64Text(value, at, 'a base64 string', noFetch).replace(/\s+/g, '');
     if (text && (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(text) || text.length % 4 === 1)) {
         throw fail('INVALID_BODY', `${at} is not valid base64`);
     }
@@ -259,23 +246,7 @@ export const image: HandlerFactory<ImageItem> = (ctx) => {
         }
         return plan.plan;
     };
-    const logitsOf = (sig: Signature): string => {
-        const name = options.output ?? (sig.outputs.some((o) => o.name === 'logits') ? 'logits' : sig.outputs[0].name);
-        if (!sig.outputs.some((o) => o.name === name)) {
-            throw new Error(`options.output is "${name}", not among the model's outputs (${sig.outputs.map((o) => o.name).join(', ')})`);
-        }
-        return name;
-    };
-
-    const prediction = Joi.object({ label: Joi.string(), score: Joi.number() });
-    const classification = Joi.object({
-        label: Joi.string().description('the best label'),
-        score: Joi.number().description('its softmax probability'),
-        predictions: Joi.array().items(prediction).description('the top_k labels, best first')
-    });
-    const raw = (sig: Signature) => Joi.object({
-        outputs: Joi.object(Object.fromEntries(sig.outputs.map((o) => [o.name, Joi.array().description(`${o.type} [${o.dims.slice(1).join(', ')}] for this image`)])))
-    });
+    const logitsOf = (sig: Signature): string => outputOf(sig, options.output, 'logits');
 
     const handler: Handler<ImageItem> = {
         requestSchema() {
@@ -287,8 +258,7 @@ export const image: HandlerFactory<ImageItem> = (ctx) => {
         },
 
         responseSchema(sig) {
-            const one = options.task === 'raw' ? raw(sig) : classification;
-            return Joi.alternatives(one, Joi.object({ results: Joi.array().items(one).description('one per image, for a list of images') }));
+            return perRequestSchema(options.task === 'raw' ? rawSchema(sig, 'image') : classificationSchema, 'image');
         },
 
         example() {
@@ -303,10 +273,7 @@ export const image: HandlerFactory<ImageItem> = (ctx) => {
 
         parse(req, sig) {
             const item = collectImages(req);
-            const cap = fixedBatch(sig);
-            if (cap && item.images.length > cap) {
-                throw fail('INVALID_BODY', `this model takes at most ${cap} image${cap > 1 ? 's' : ''} per request; this one sent ${item.images.length}`);
-            }
+            checkCap(sig, item.images.length, 'image');
             return { rows: item.images.length, key: '', item };
         },
 
@@ -325,24 +292,8 @@ export const image: HandlerFactory<ImageItem> = (ctx) => {
 
         postprocess(outputs: Feeds, items, sig) {
             const rows = items.reduce((n, it) => n + it.images.length, 0);
-            const padded = Math.max(rows, fixedBatch(sig) ?? 0);
-            let per: unknown[];
-            if (options.task === 'raw') {
-                per = Array.from({ length: rows }, (_, r) => ({
-                    outputs: Object.fromEntries(Object.entries(outputs).map(([name, t]) =>
-                        [name, t.dims[0] === padded ? (toNested(sliceRows(t, r, 1)) as unknown[])[0] : toNested(t)]))
-                }));
-            }
-            else {
-                const logits = outputs[logitsOf(sig)];
-                const names = labelNames(options, model, logits.dims[logits.dims.length - 1]);
-                per = classify(logits, names, options.top_k).slice(0, rows).map((predictions) => ({ ...predictions[0], predictions }));
-            }
-            let at = 0;
-            return items.map((it) => {
-                const mine = per.slice(at, at += it.images.length);
-                return it.list ? { results: mine } : mine[0];
-            });
+            const answers = options.task === 'raw' ? rawAnswers(outputs, rows, sig) : classifications(outputs[logitsOf(sig)], rows, options, model);
+            return perRequest(answers, items, (it) => it.images.length);
         },
 
         reconfigure(userConfig) {

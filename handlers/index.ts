@@ -1,17 +1,9 @@
-// The built-in handlers by the name serve.yaml uses, and the loading of a user's own handler module.
+// Making a deployment's handler: a built-in by the name serve.yaml uses (handlers/registry.ts), or a user's own module.
 import { custom } from './custom';
-import type { Handler, HandlerContext, HandlerFactory } from '../lib/handler';
-import { isModule, type HandlerName } from '../schemas/serve';
-
-// Loaded on first use, so that a process serving tensors never loads sharp, a tokenizer or a WAV decoder.
-export const builtins: Record<string, () => HandlerFactory> = {
-    tensor: () => (require('./tensor') as typeof import('./tensor')).tensor as HandlerFactory,
-    text: () => (require('./text') as typeof import('./text')).text as HandlerFactory,
-    image: () => (require('./image') as typeof import('./image')).image as HandlerFactory,
-    audio: () => (require('./audio') as typeof import('./audio')).audio as HandlerFactory
-};
+import { isBuiltin, registry } from './registry';
+import type { Handler, HandlerContext } from '../lib/handler';
 
 /** A handler for one deployment: a built-in by name, or the module at an absolute path. */
-export function create(name: HandlerName, ctx: HandlerContext): Handler {
-    return isModule(name) ? custom(name, ctx) : builtins[name]()(ctx);
+export function create(name: string, ctx: HandlerContext): Handler {
+    return isBuiltin(name) ? registry[name].factory()(ctx) : custom(name, ctx);
 }

@@ -1,6 +1,7 @@
 // How a media body (images, audio) reaches its handler in the front process: one file as the raw body, files as
-// multipart/form-data parts, or base64 in JSON ({"<one>": ...} or {"<many>": [...]}); and how OpenAPI describes the
-// forms that are not JSON. What a file must be, and the words of its refusals, are the handler's.
+// multipart/form-data parts, or base64 in JSON ({"<one>": ...} or {"<many>": [...]}, a data: URL prefix allowed);
+// and how OpenAPI describes the forms that are not JSON. What a file must be, and the words of its refusals, are the
+// handler's.
 import { fail } from '../lib/errors';
 import type { OpenApiExtras, RequestIn } from '../lib/handler';
 
@@ -25,6 +26,33 @@ export interface MediaForms<T> {
     notList: string;
     /** any other media type (415) */
     unsupported(type: string): string;
+}
+
+/** A data: URL's prefix ("data:<type>[;<parameter>...]," in any case) and any other URL's scheme, at the string's start. */
+const dataUrl = /^\s*data:([^,]*),/i;
+const scheme = /^\s*[a-z][a-z0-9+.-]*:/i;
+
+/**
+ * The base64 text of a file sent in a JSON field, without its data: URL prefix. Refuses what is not a string, a
+ * data: URL that is not base64, and any other URL: tsserve never fetches one (`noFetch` says what to send instead).
+ * Only the head of the string is read here; the text itself is checked where it is decoded. `at` names the field.
+ */
+export function base64Text(value: unknown, at: string, expected: string, noFetch: string): string {
+    if (typeof value !== 'string') {
+        throw fail('INVALID_BODY', `${at} must be ${expected}`);
+    }
+    const head = value.slice(0, 256);
+    const prefix = dataUrl.exec(head);
+    if (prefix) {
+        if (!/;base64$/i.test(prefix[1])) {
+            throw fail('INVALID_BODY', `${at} is a data: URL without ";base64"; send the file base64-encoded`);
+        }
+        return value.slice(prefix[0].length);
+    }
+    if (scheme.test(head)) {
+        throw fail('INVALID_BODY', `${at} is a URL; ${noFetch}`);
+    }
+    return value;
 }
 
 /** The files of a request, and whether it sent a list (then its answer is {results: [...]}). Throws Boom 4xx. */

@@ -5,9 +5,10 @@ import path from 'node:path';
 import Joi from 'joi';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { fail } from '../lib/errors';
-import { classify, labelNames } from './classify';
+import { classificationSchema, classifications, outputOf } from './classify';
+import { checkCap, perRequest, perRequestSchema } from './items';
 import type { Feeds, Tensor } from '../lib/tensor';
-import { fixedBatch, type Signature } from '../lib/signature';
+import { fixedBatch } from '../lib/signature';
 import type { Handler, HandlerFactory } from '../lib/handler';
 import type { TextOptions } from '../schemas/text';
 
@@ -140,18 +141,8 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
     let tok: TextTokenizer | undefined;
     let outputName = '';
 
-    /** The output to read: options.output, else logits (classification) or last_hidden_state (embedding), else the first. */
-    const output = (sig: Signature): string => options.output
-        ?? sig.outputs.find((o) => o.name === (options.task === 'classification' ? 'logits' : 'last_hidden_state'))?.name
-        ?? sig.outputs[0].name;
-
     const single = (): Joi.Schema => options.task === 'classification'
-        ? Joi.object({
-            label: Joi.string().description('the most likely label'),
-            score: Joi.number().description('its probability'),
-            predictions: Joi.array().items(Joi.object({ label: Joi.string(), score: Joi.number() }))
-                .description(`the top ${options.top_k} labels, best first`)
-        })
+        ? classificationSchema
         : Joi.object({
             embedding: Joi.array().items(Joi.number())
                 .description(`the text's embedding (${options.pooling} pooling${options.normalize ? ', unit length' : ''})`)
@@ -172,8 +163,7 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
         },
 
         responseSchema() {
-            const one = single();
-            return Joi.alternatives(one, Joi.object({ results: Joi.array().items(one) }));
+            return perRequestSchema(single(), 'text');
         },
 
         example() {
@@ -214,10 +204,7 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
                     list: true
                 };
             }
-            const cap = fixedBatch(sig);
-            if (cap && item.texts.length > cap) {
-                throw fail('INVALID_BODY', `this model takes at most ${cap} texts per request`);
-            }
+            checkCap(sig, item.texts.length, 'text');
             return { rows: item.texts.length, key: '', item };
         },
 
@@ -236,10 +223,8 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
             if (notInt) {
                 throw new Error(`the text handler feeds int64 or int32 tensors; the model's input "${notInt.name}" is ${notInt.type}`);
             }
-            outputName = output(sig);
-            if (!sig.outputs.some((o) => o.name === outputName)) {
-                throw new Error(`options.output "${outputName}" is not among the model's outputs (${sig.outputs.map((o) => o.name).join(', ')})`);
-            }
+            // options.output, else logits (classification) or last_hidden_state (embedding), else the first output.
+            outputName = outputOf(sig, options.output, options.task === 'classification' ? 'logits' : 'last_hidden_state');
             tok = TextTokenizer.load(ctx.model.tokenizer, options.max_length);
         },
 
@@ -280,9 +265,7 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
                 if (out.dims.length !== 2) {
                     throw fail('HANDLER_ERROR', `classification reads a [batch, classes] output; "${outputName}" is [${out.dims.join(', ')}]`);
                 }
-                const names = labelNames(options, ctx.model, out.dims[1]);
-                answers = classify({ ...out, data: data.subarray(0, rows * out.dims[1]), dims: [rows, out.dims[1]] }, names, options.top_k)
-                    .map((predictions) => ({ label: predictions[0].label, score: predictions[0].score, predictions }));
+                answers = classifications(out, rows, options, ctx.model);
             }
             else {
                 if (out.dims.length !== 2 && out.dims.length !== 3) {
@@ -304,11 +287,7 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
                     return { embedding: v.map((x) => x / scale) };
                 });
             }
-            let at = 0;
-            return items.map((it) => {
-                const mine = answers.slice(at, at += it.texts.length);
-                return it.list ? { results: mine } : mine[0];
-            });
+            return perRequest(answers, items, (it) => it.texts.length);
         },
 
         reconfigure(userConfig) {

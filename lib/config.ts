@@ -4,7 +4,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import yaml from 'js-yaml';
 import * as Schemas from '../schemas/serve';
-import { isModule } from '../schemas/serve';
+import { isModule } from '../handlers/registry';
 import { modelContent, modelFile } from './model-files';
 import type { ServeConfig, DeploymentConfig } from '../schemas/serve';
 
@@ -45,19 +45,51 @@ function deepFreeze<T>(value: T): T {
     return value;
 }
 
-/** Rules that span fields: routes name existing deployments; an app has one ingress. */
-function crossCheck(config: ServeConfig): ConfigIssue[] {
+/**
+ * Entries of a list that repeat an earlier entry's key. Each is reported at its own path, naming the earlier entry,
+ * so that both are found in the file: `applications[2].name: "mlp" is also the name of applications[0]`.
+ */
+function repeats<T>(items: T[], key: (item: T) => string, at: (i: number) => Array<string | number>, what: string): ConfigIssue[] {
+    const first = new Map<string, number>();
     const issues: ConfigIssue[] = [];
-    const urls = new Map<string, string>();
-    config.applications.forEach((app, a) => {
+    items.forEach((item, i) => {
+        const k = key(item);
+        const earlier = first.get(k);
+        if (earlier === undefined) {
+            first.set(k, i);
+        }
+        else {
+            issues.push({ path: formatPath(at(i)), message: `${k} is also ${what} of ${formatPath(at(earlier).slice(0, -1))}` });
+        }
+    });
+    return issues;
+}
+
+/** Rules that span fields: names, prefixes and routes do not repeat; routes name existing deployments; an app has one ingress. */
+function crossCheck(config: ServeConfig): ConfigIssue[] {
+    const apps = config.applications;
+    const issues: ConfigIssue[] = [
+        ...repeats(apps, (app) => JSON.stringify(app.name), (a) => ['applications', a, 'name'], 'the name'),
+        ...repeats(apps, (app) => JSON.stringify(app.route_prefix), (a) => ['applications', a, 'route_prefix'], 'the route_prefix'),
+        ...apps.flatMap((app, a) => [
+            ...repeats(app.deployments, (d) => JSON.stringify(d.name), (i) => ['applications', a, 'deployments', i, 'name'], 'the name'),
+            ...repeats(app.routes ?? [], (r) => `${r.method} ${r.path}`, (i) => ['applications', a, 'routes', i, 'path'], 'the route')
+        ])
+    ];
+    const prefixes = new Set<string>();
+    const urls = new Map<string, number>();
+    apps.forEach((app, a) => {
         const names = new Set(app.deployments.map((d) => d.name));
+        // An application whose prefix repeats another's is reported once, above, not again for each of its routes.
+        const repeated = prefixes.has(app.route_prefix);
+        prefixes.add(app.route_prefix);
         for (const r of app.routes ?? [{ path: '/predict', method: 'POST' }]) {
             const url = `${r.method} ${joinPath(app.route_prefix, r.path)}`;
-            const other = urls.get(url);
-            if (other !== undefined) {
-                issues.push({ path: formatPath(['applications', a, 'route_prefix']), message: `route ${url} is also served by application "${other}"` });
+            const other = urls.get(url) ?? a;
+            if (other !== a && !repeated) {
+                issues.push({ path: formatPath(['applications', a, 'route_prefix']), message: `route ${url} is also served by application "${apps[other].name}"` });
             }
-            urls.set(url, app.name);
+            urls.set(url, a);
         }
         const ingress = app.deployments.filter((d) => d.ingress);
         if (app.routes) {

@@ -6,8 +6,10 @@ import Hapi from '@hapi/hapi';
 import Boom from '@hapi/boom';
 import { fail, shape } from './errors';
 import { document } from './openapi';
+import { takesRaw } from '../handlers/registry';
 import type { Controller } from './controller';
 import type { ConfigWatcher } from './watcher';
+import type { Status } from './status';
 
 declare module '@hapi/hapi' {
     interface RequestApplicationState {
@@ -22,9 +24,6 @@ export interface HttpOptions {
     requestTimeoutMs: number;
     maxBytes: number;
 }
-
-/** Media types handed to handlers as raw bytes. */
-const rawMedia = /^(image|audio)\/[a-z0-9.+-]+$/;
 
 const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
 const swaggerFiles: Record<string, string> = {
@@ -50,7 +49,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         // No type at all is JSON: hapi's default (route payload.defaultContentType).
         const mime = type.split(';')[0].trim().toLowerCase() || 'application/json';
         request.app.contentType = mime;
-        if (rawMedia.test(mime)) {
+        if (takesRaw(mime)) {
             request.headers['content-type'] = 'application/octet-stream';
         }
         return h.continue;
@@ -74,7 +73,13 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 return { ready: true };
             }
         },
-        { method: 'GET', path: '/-/status', handler: () => ({ ...controller.status(), config: watcher.status() }) },
+        {
+            method: 'GET', path: '/-/status', handler: (request): Status => {
+                // The listener's own settings: --port and --host override serve.yaml's, and a changed http_options waits for a restart.
+                const http_options = { host: options.host, port: Number(request.server.info.port), request_timeout_s: options.requestTimeoutMs / 1000, max_body_size_mb: options.maxBytes / 2 ** 20 };
+                return { ...controller.status(), http_options, config: watcher.status() };
+            }
+        },
         { method: 'POST', path: '/-/reload', handler: () => watcher.reload('POST /-/reload') },
         { method: 'GET', path: '/openapi.json', handler: (request) => document(controller, `${request.server.info.protocol}://${request.info.host}`) },
         { method: 'GET', path: '/docs', handler: (_request, h) => h.response(docsPage).type('text/html') },

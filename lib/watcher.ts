@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import chokidar, { type FSWatcher } from 'chokidar';
 import { ConfigError, contentDigest, digestKey, load } from './config';
 import { modelContent } from './model-files';
-import { isModule } from '../schemas/serve';
+import { isModule } from '../handlers/registry';
 import { log } from './log';
 import type { Changes, Controller } from './controller';
 import type { ServeConfig } from '../schemas/serve';

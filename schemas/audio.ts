@@ -15,7 +15,7 @@ export const fallbacks = {
 
 export const audio = Joi.object({
     task: Joi.string().valid('classification', 'raw').default('classification')
-        .description('classification: top-k labels from the first output; raw: every output as nested arrays'),
+        .description('classification: top-k labels from the model\'s logits; raw: every output as nested arrays, per audio'),
     sampling_rate: Joi.number().integer().min(1000).max(384000)
         .description(`the model's rate in Hz; audio is resampled to it. Default: preprocessor_config.json, else ${fallbacks.sampling_rate}`),
     length_s: Joi.number().min(0.001).max(3600)
@@ -33,6 +33,7 @@ export const audio = Joi.object({
         .description(`log_mel: mel bands (HTK mel scale, 0 Hz to half the rate). Default: preprocessor_config.json, else the model's input shape, else ${fallbacks.n_mels}`),
     log_offset: Joi.number().min(0)
         .description(`log_mel: features are ln(mel power + log_offset). Default: preprocessor_config.json, else ${fallbacks.log_offset}`),
+    output: Joi.string().description('classification: the model output holding the logits; default: "logits" when there is one, else the first output'),
     top_k: topK,
     labels
 });
@@ -47,4 +48,5 @@ export interface AudioOptions extends ClassifyOptions {
     hop_length?: number;
     n_mels?: number;
     log_offset?: number;
+    output?: string;
 }

@@ -1,9 +1,7 @@
 // The serve.yaml schema: the single source of truth for its fields and their defaults.
 // Field names follow Ray Serve's config file wherever the concept is the same.
 import Joi from 'joi';
-import { text } from './text';
-import { image } from './image';
-import { audio } from './audio';
+import { builtinNames, registry, type BuiltinName } from '../handlers/registry';
 
 const name = Joi.string().pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/).max(64)
     .messages({ 'string.pattern.base': '{{#label}} must start with a letter or digit and hold only letters, digits, "_", "." and "-"' });
@@ -11,11 +9,7 @@ const name = Joi.string().pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/).max(64)
 const urlPath = Joi.string().pattern(/^\/([A-Za-z0-9_.~-]+(\/[A-Za-z0-9_.~-]+)*)?$/)
     .messages({ 'string.pattern.base': '{{#label}} must be a URL path such as "/" or "/a/b" (letters, digits, "_", ".", "~", "-"; no trailing or double "/")' });
 
-export const handlers = ['tensor', 'text', 'image', 'audio'] as const;
 export const runtimes = ['onnx', 'tfjs'] as const;
-
-/** Each built-in handler's options; a custom handler's are its own business. */
-const handlerOptions = { text, image, audio };
 
 export const model = Joi.object({
     runtime: Joi.string().valid(...runtimes).default('onnx'),
@@ -23,9 +17,18 @@ export const model = Joi.object({
         .description('model file, or a folder holding model.onnx, onnx/model.onnx or (tfjs) model.json with tokenizer.json, config.json and preprocessor_config.json; relative to serve.yaml')
 });
 
-const handler = Joi.string().pattern(new RegExp(`^(${handlers.join('|')}|(\\.{1,2})?/.*\\.(js|cjs|ts))$`))
+const handler = Joi.string().pattern(new RegExp(`^(${builtinNames.join('|')}|(\\.{1,2})?/.*\\.(js|cjs|ts))$`))
     .description('a built-in handler, or a module of your own (relative to serve.yaml)')
-    .messages({ 'string.pattern.base': `{{#label}} must be one of ${handlers.join(', ')}, or the path of a handler module (./my_handler.js)` });
+    .messages({ 'string.pattern.base': `{{#label}} must be one of ${builtinNames.join(', ')}, or the path of a handler module (./my_handler.js)` });
+
+/** Each built-in handler's options schema, by its name; one without (tensor) and a module of your own take any object. */
+const handlerOptions = Joi.when('handler', {
+    switch: builtinNames.flatMap((is) => {
+        const then = registry[is].options;
+        return then ? [{ is, then: then.default() }] : [];
+    }),
+    otherwise: Joi.object().unknown(true).default({})
+});
 
 export const batching = Joi.object({
     max_batch_size: Joi.number().integer().min(1).max(65536).default(32)
@@ -42,10 +45,7 @@ export const resources = Joi.object({
 export const deployment = Joi.object({
     name: name.required(),
     handler: handler.default('tensor'),
-    options: Joi.when('handler', {
-        switch: Object.entries(handlerOptions).map(([is, then]) => ({ is, then: then.default() })),
-        otherwise: Joi.object().unknown(true).default({})
-    }).description('the handler\'s options; see schemas/<handler>.ts'),
+    options: handlerOptions.description('the handler\'s options; see schemas/<handler>.ts'),
     ingress: Joi.boolean().default(false),
     model: model.required(),
     num_replicas: Joi.number().integer().min(1).max(256).default(1),
@@ -70,8 +70,9 @@ export const route = Joi.object({
 export const application = Joi.object({
     name: name.required(),
     route_prefix: urlPath.default((parent: { name: string }) => `/${parent.name}`),
-    deployments: Joi.array().items(deployment).min(1).unique('name').required(),
-    routes: Joi.array().items(route).min(1).unique((a, b) => a.path === b.path && a.method === b.method)
+    // Names, prefixes and routes that must not repeat are checked across entries in lib/config.ts, which names both.
+    deployments: Joi.array().items(deployment).min(1).required(),
+    routes: Joi.array().items(route).min(1)
 });
 
 export const httpOptions = Joi.object({
@@ -84,15 +85,11 @@ export const httpOptions = Joi.object({
 export const serve = Joi.object({
     http_options: httpOptions.default(),
     applications: Joi.array().items(application).min(1).required()
-        .unique('name').unique('route_prefix', { ignoreUndefined: true })
 });
 
 export type Runtime = typeof runtimes[number];
 /** a built-in handler, or the absolute path of a handler module once loaded */
-export type HandlerName = typeof handlers[number] | string;
-
-/** Whether a deployment's handler is a module of the user's own rather than a built-in. */
-export const isModule = (handler: HandlerName): boolean => !(handlers as readonly string[]).includes(handler);
+export type HandlerName = BuiltinName | string;
 
 export interface ModelConfig {
     runtime: Runtime;

@@ -3,7 +3,8 @@ import Joi from 'joi';
 import { labels, topK, type ClassifyOptions } from './classify';
 
 export const text = Joi.object({
-    task: Joi.string().valid('classification', 'embedding').default('classification'),
+    task: Joi.string().valid('classification', 'embedding').default('classification')
+        .description('classification: top-k labels from the model\'s logits; embedding: one pooled vector per text'),
     max_length: Joi.number().integer().min(2).max(65536)
         .description('tokens per item after truncation; default: the tokenizer\'s own truncation length, else 512'),
     top_k: topK,

@@ -66,17 +66,13 @@ t.before(async () => {
 });
 t.teardown(() => s?.stop());
 
+/** Resolves once the app's replica has said it runs. */
 async function ready(app: string): Promise<void> {
-    for (let i = 0; i < 300; i++) {
-        const st = (await s.get('/-/status')).body;
-        const dep = st.applications.find((a: { name: string }) => a.name === app).deployments[0];
-        if (dep.running_replicas > 0) {
-            return;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`${app} never became ready`);
+    await s.waitFor(new RegExp(`replica ${app}/model#0 RUNNING`));
 }
+
+/** Each score rounded to `digits` places. */
+const rounded = (scores: number[][], digits: number): number[][] => scores.map((row) => row.map((v) => Math.round(v * 10 ** digits) / 10 ** digits));
 
 t.test('the documented example handler answers like the model itself', async (t) => {
     await ready('iris');
@@ -97,9 +93,12 @@ t.test('the documented example handler answers like the model itself', async (t)
     t.match(await s.post('/strict/predict', { flowers }), { status: 413, body: { message: 'at most 1 flowers per request' } }, 'options reach the handler');
     const strict = await s.post('/strict/predict', { flowers: [flowers[0]] });
     t.equal(strict.body.scores[0].length, 3);
-    t.ok(strict.body.scores[0].every((v: number) => Math.round(v * 1000) / 1000 === v), 'the default rounds to 3 places');
+    t.same(strict.body.scores, rounded(strict.body.scores, 3), 'the default rounds to 3 places');
 
-    const spec = (await s.get('/openapi.json')).body.paths['/iris/predict'].post;
+    const doc = (await s.get('/openapi.json')).body;
+    const spec = doc.paths['/iris/predict'].post;
+    t.equal(spec.summary, 'iris_handler.js handler for deployment "model" of application "iris"', 'the module by its file name');
+    t.notMatch(JSON.stringify(doc), path.dirname(example), 'no absolute path of this machine in the document');
     t.same(spec.requestBody.content['application/json'].example, { flowers: [[5.1, 3.5, 1.4, 0.2]] });
     t.equal(spec.requestBody.content['application/json'].schema.properties.flowers.type, 'array');
 });
@@ -155,7 +154,8 @@ t.test('a user_config the handler refuses is not applied, and validate finds mis
     fs.writeFileSync(path.join(dir, 'serve.yaml'), bad);
     const result = (await s.post('/-/reload', {})).body;
     t.match(result.errors, [/digits must be an integer from 0 to 8/]);
-    t.equal((await s.post('/iris/predict', { flowers: [[5.1, 3.5, 1.4, 0.2]] })).body.scores[0].every((v: number) => Math.round(v * 1e4) / 1e4 === v), true);
+    const scores = (await s.post('/iris/predict', { flowers: [[5.1, 3.5, 1.4, 0.2]] })).body.scores;
+    t.same(scores, rounded(scores, 4), 'still 4 places: the refused user_config was not applied');
 
     fs.writeFileSync(path.join(dir, 'missing.yaml'), yaml.replace('./faulty.js', './nowhere.js'));
     const out = await run(['validate', path.join(dir, 'missing.yaml')]);

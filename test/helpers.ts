@@ -1,9 +1,12 @@
-// Shared test helpers: generated fixture models, and a real `tsserve up` process on a free port.
+// Shared test helpers: generated fixture models, a real `tsserve up` process on a free port, waiting for a
+// condition, and the checks several test files make (closeness, a valid OpenAPI document).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { inspect } from 'node:util';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fixedBatch, halves, intInput, lookup, mlp, pairSeq, slow } from '../modelgen/zoo';
+import type { TensorInfo } from '../lib/signature';
 
 export const cli = path.join(__dirname, '..', 'lib', 'cli.ts');
 
@@ -114,6 +117,22 @@ export async function start(config: string): Promise<Served> {
     };
 }
 
+/**
+ * The tsserve command in this process (lib/cli.ts's main()), answering as run() does: for `status` and `reload`
+ * against a running server, without a CLI process to start (and compile) each time. Call it at the top of a test
+ * file: loading lib/cli.ts compiles much of lib/ and holds this process's event loop for seconds, which must not
+ * happen while requests are in flight (the server closes idle keep-alive connections meanwhile, and fetch fails).
+ */
+export function cliHere(): (args: string[]) => Promise<{ code: number; stdout: string; stderr: string }> {
+    const { main } = require('../lib/cli') as typeof import('../lib/cli');
+    return async (args) => {
+        let stdout = '';
+        let stderr = '';
+        const code = await main(args, (s) => stdout += s, (s) => stderr += s);
+        return { code, stdout, stderr };
+    };
+}
+
 /** A deployment block for serve.yaml, with overrides as YAML flow text. */
 export function app(name: string, model: string, extra = ''): string {
     return `  - name: ${name}
@@ -125,4 +144,91 @@ ${extra.split('\n').filter(Boolean).map((l) => `        ${l}`).join('\n')}
 `;
 }
 
+/**
+ * A pause. To wait for something to happen, use until(); a sleep is only for seeing that something does NOT happen
+ * (a second reload, say), and its caller says so.
+ */
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface UntilOptions {
+    /** what is awaited, for the failure message; a function is called only on failure (to add a server's output, say) */
+    what: string | (() => string);
+    /** how long to keep looking; long, since a loaded 2-core machine is slow, and only a failure waits it out */
+    timeoutMs?: number;
+    /** the pause between looks */
+    intervalMs?: number;
+}
+
+type Truthy<T> = Exclude<T, false | 0 | '' | null | undefined>;
+
+/**
+ * Resolves with the first truthy value fn() returns, looking again every intervalMs; rejects, naming `what` and the
+ * last value seen, once timeoutMs has passed. An error thrown by fn() is not retried: it rejects at once.
+ */
+export async function until<T>(fn: () => T | Promise<T>, { what, timeoutMs = 60000, intervalMs = 20 }: UntilOptions): Promise<Truthy<T>> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+        const value = await fn();
+        if (value) {
+            return value as Truthy<T>;
+        }
+        if (Date.now() >= end) {
+            const last = inspect(value, { depth: 3, breakLength: Infinity }).slice(0, 500);
+            throw new Error(`timed out after ${timeoutMs}ms waiting for ${typeof what === 'function' ? what() : what} (last seen: ${last})`);
+        }
+        await sleep(intervalMs);
+    }
+}
+
+/**
+ * Runs fn while process pid is stopped (SIGSTOP), then lets it run again (SIGCONT), even when fn fails. A replica held
+ * so keeps what it was sent in flight and leaves the rest queued, however fast or slow this machine is. Give its
+ * deployment a long health_check_timeout_s, or a hold past it (30 s by default) is taken for a hang and killed.
+ * A promise that needs the process running (a request's answer, say) comes back wrapped, `return { answer }`: one
+ * returned as it is would be waited for, by fn and by held(), while the process is stopped.
+ */
+export async function held<T>(pid: number, fn: () => Promise<T>): Promise<T> {
+    process.kill(pid, 'SIGSTOP');
+    try {
+        return await fn();
+    }
+    finally {
+        try {
+            process.kill(pid, 'SIGCONT');
+        }
+        catch {
+            // gone meanwhile: what fn or the checks after it saw says why
+        }
+    }
+}
+
+/**
+ * Whether got is within eps of want, element by element (same length): an absolute eps for values up to 1 in size,
+ * relative above (|got - want| <= eps * max(1, |want|)). Numbers or arrays of them (a typed array, say).
+ * Pass got and want to t.ok as { found, wanted }, so that a failure shows both: t.ok(near(a, b), msg, { found: a, wanted: b }).
+ */
+export function near(got: number | ArrayLike<number>, want: number | ArrayLike<number>, eps = 1e-5): boolean {
+    const a = typeof got === 'number' ? [got] : Array.from(got);
+    const b = typeof want === 'number' ? [want] : Array.from(want);
+    return a.length === b.length && b.every((w, i) => Math.abs(a[i] - w) <= eps * Math.max(1, Math.abs(w)));
+}
+
+/** A model input or output as a runtime reports it. */
+export const info = (name: string, type: string, dims: Array<number | string>): TensorInfo => ({ name, type, dims });
+
+/** The part of tap's `t` that validOpenApi() uses. */
+export interface Same {
+    same(found: unknown, wanted: unknown, message: string): boolean;
+}
+
+/**
+ * Asserts that doc is a valid OpenAPI document, by a real validator (@readme/openapi-parser). Its validate() resolves
+ * {valid: false, errors} on an invalid document rather than rejecting, so the whole result is compared: a failure
+ * shows the validator's errors. The document itself is not touched (the validator dereferences what it is given).
+ */
+export async function validOpenApi(t: Same, doc: unknown, message = 'a valid OpenAPI document'): Promise<boolean> {
+    // loaded here, not by every test file that imports these helpers
+    const { validate: validateOpenApi } = await import('@readme/openapi-parser');
+    const result = await validateOpenApi(structuredClone(doc) as Parameters<typeof validateOpenApi>[0]);
+    return t.same(result, { valid: true, warnings: [], specification: 'OpenAPI' }, message);
+}

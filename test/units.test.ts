@@ -1,42 +1,40 @@
-// The pure pieces, tested directly: the queue's batch selection, tensor conversions, joi -> JSON Schema.
+// The pure pieces, tested directly: the handler registry, tensor conversions, joi -> JSON Schema.
 import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
 import Joi from 'joi';
-import { Batcher, type Queued } from '../lib/batcher';
+import { builtinNames, isModule, registry, takesRaw } from '../handlers/registry';
+import * as Schemas from '../schemas/serve';
 import { fromNested, toNested, concatRows, dtypes } from '../lib/tensor';
 import { toJsonSchema } from '../lib/openapi';
 import Boom from '@hapi/boom';
 import { fail, shape, toWire } from '../lib/errors';
 import { tensor } from '../handlers/tensor';
 
-const q = (rows: number, key = 'k', solo = false): Queued & { id: number } => ({ rows, key, solo, enqueued: performance.now(), id: Math.random() });
-
-t.test('the queue takes the oldest request, then later ones that share its key and fit', async (t) => {
-    const b = new Batcher<ReturnType<typeof q>>();
-    t.equal(b.oldest, Infinity, 'an empty queue has no oldest');
-    const [a, other, c, big, d] = [q(2), q(1, 'other'), q(3), q(10), q(1)];
-    for (const x of [a, other, c, big, d]) {
-        b.push(x);
+t.test('the handler registry: each built-in\'s factory, options and docs; serve.yaml and the front door follow it', async (t) => {
+    const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+    t.same(builtinNames, ['tensor', 'text', 'image', 'audio']);
+    for (const name of builtinNames) {
+        t.type(registry[name].factory(), 'function', `${name}: its factory`);
+        t.match(readme, `### \`handler: ${name}\``, `${name}: its README section`);
+        const options = Object.entries(registry[name].options?.describe().keys ?? {}) as Array<[string, { flags?: { description?: string } }]>;
+        t.same(options.filter(([, o]) => !o.flags?.description).map(([key]) => key), [], `${name}: every option is described`);
     }
-    t.equal(b.rows, 17);
-    t.equal(b.oldest, a.enqueued);
-    t.same(b.take(6, 10), [a, c, d], 'skips another key and what does not fit, keeps order');
-    t.equal(b.rows, 11);
-    t.same(b.take(4, 10), [other], 'the next oldest starts its own batch');
-    t.same(b.take(4, 10), [big], 'an oversized request runs alone');
-    t.equal(b.length, 0);
+    t.same([isModule('image'), isModule('./mine.js'), isModule('/abs/mine.js'), isModule('constructor')], [false, true, true, true]);
 
-    const [e, f, g] = [q(1), q(1), q(1)];
-    [e, f, g].forEach((x) => b.push(x));
-    t.same(b.take(10, 2), [e, f], 'at most maxItems requests');
-    t.ok(b.remove(g));
-    t.notOk(b.remove(g), 'removing what is not queued changes nothing');
-    t.equal(b.rows, 0);
+    // The media types handed over raw: every image/* and audio/* (the handler refuses what it cannot decode), nothing else.
+    const raw = ['image/png', 'image/svg+xml', 'audio/wav', 'audio/mpeg', 'audio/vnd.wave'];
+    const parsed = ['application/json', 'application/octet-stream', 'multipart/form-data', 'text/plain', 'imagex/png', 'image/', 'video/mp4', 'image/png;x'];
+    t.same([...raw, ...parsed].filter(takesRaw), raw);
 
-    const [h, i, j] = [q(1), q(1, 'k', true), q(1)];
-    [h, i, j].forEach((x) => b.push(x));
-    b.push(q(1), true);
-    t.equal(b.take(10, 10).length, 3, 'a solo request is never taken as a follower');
-    t.same(b.take(10, 10), [i], 'and runs alone when it is the oldest');
+    // serve.yaml's names and each built-in's options come from the registry.
+    const deployment = (handler: string, options: unknown) => Schemas.deployment.validate({ name: 'd', handler, options, model: { path: 'm.onnx' } });
+    t.match(deployment('audio', { output: 'scores' }).value.options, { output: 'scores', task: 'classification', top_k: 5 }, 'audio options, defaults filled');
+    t.match(deployment('audio', { output: 3 }).error?.message, /"options.output" must be a string/);
+    t.match(deployment('text', { pooling: 'max' }).error?.message, /"options.pooling" must be one of \[mean, cls\]/);
+    t.same(deployment('tensor', { anything: 1 }).value.options, { anything: 1 }, 'tensor has no options schema');
+    t.same(deployment('./mine.js', { mine: true }).value.options, { mine: true }, 'a module of your own takes its own');
+    t.match(deployment('imagery', {}).error?.message, /must be one of tensor, text, image, audio, or the path of a handler module/);
 });
 
 t.test('tensors from JSON: dtypes, ranges, booleans, scalars', async (t) => {

@@ -1,7 +1,7 @@
 // Baseline servers for the bench, each a plain hapi server in its own process, on the same route as tsserve's.
-// Usage: node dist/bench/baselines.js echo --port N
-//        node dist/bench/baselines.js sink --port N   (POST /resnet/predict: takes the body, answers its size)
-//        node dist/bench/baselines.js ort <model.onnx> --port N   (one session, intraOpNumThreads 1, one run per request)
+// Usage: node build/bench/baselines.js echo --port N
+//        node build/bench/baselines.js sink --port N   (POST /resnet/predict: takes the body, answers its size)
+//        node build/bench/baselines.js ort <model.onnx> --port N   (one session, intraOpNumThreads 1, one run per request)
 process.env.ORT_DISABLE_TELEMETRY = '1'; // before onnxruntime-node loads: its telemetry stalls processes here
 import { parseArgs } from 'node:util';
 import Hapi from '@hapi/hapi';

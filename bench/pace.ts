@@ -1,6 +1,6 @@
 // A paced load in its own process, for the ceiling of figure 3a (bench/run.ts): while the bench process runs
 // onnxruntime flat out, a load generator inside it would be starved, so this one runs beside it.
-// Usage: node dist/bench/pace.js <url> <requests per second> <seconds> <body file> <headers as JSON>
+// Usage: node build/bench/pace.js <url> <requests per second> <seconds> <body file> <headers as JSON>
 import fs from 'node:fs';
 
 const autocannon = require('autocannon');

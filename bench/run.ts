@@ -1,5 +1,5 @@
 // tsserve benchmark: every figure is a ratio against a baseline measured in the same run, on the same machine.
-// Usage: npm run build && node dist/bench/run.js     (see bench/README.md)
+// Usage: npm run build && npm run build:tools && node build/bench/run.js     (see bench/README.md)
 // Environment: BENCH_SCALE=0.3 shortens every load (smoke run); BENCH_ONLY=mlp|cnn runs one part; BENCH_CLI=path/to/cli.js
 // benchmarks another tsserve build; BENCH_PROF=1 runs the servers with --cpu-prof (profiles in bench/out/prof);
 // BENCH_STRICT=1 exits 1 when a figure misses its target.

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // The tsserve command: up, validate, status.
 import { parseArgs } from 'node:util';
+import path from 'node:path';
 import { ConfigError, load } from './config';
+import { checkModels } from './model-check';
+import { address as discover } from './discovery';
 import { up } from './server';
 import { render, type Status } from './status';
 import { log } from './log';
@@ -10,8 +13,11 @@ import { version } from './version';
 const usage = `Usage:
   tsserve up [file] [--port N] [--host H]   serve file (default ./serve.yaml); Ctrl-C drains and exits
   tsserve validate [file]                   check file; prints each error with its path, exits 1 if invalid
-  tsserve status [--address URL] [--json]   show applications, deployments and replicas (default http://127.0.0.1:8000)
-  tsserve reload [--address URL]            re-read the served file now (as SIGHUP or a saved edit does)
+  tsserve status [file] [--address URL] [--json]
+                                            show applications, deployments and replicas of the server of file
+  tsserve reload [file] [--address URL]     re-read the served file now (as SIGHUP or a saved edit does)
+                                            (the server is found by --address, else $TSSERVE_ADDRESS, else the
+                                            note \`tsserve up file\` leaves, else http://127.0.0.1:8000)
   tsserve --version                         print the version
 `;
 
@@ -42,6 +48,10 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
         switch (command) {
             case 'validate': {
                 const config = load(file);
+                const issues = await checkModels(config, path.dirname(path.resolve(file)));
+                if (issues.length) {
+                    throw new ConfigError(path.resolve(file), issues);
+                }
                 const n = config.applications.reduce((a, app) => a + app.deployments.length, 0);
                 out(`${file} is valid: ${config.applications.length} application(s), ${n} deployment(s)\n`);
                 return 0;
@@ -65,7 +75,7 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
             }
             case 'status':
             case 'reload': {
-                const address = values.address ?? 'http://127.0.0.1:8000';
+                const address = discover(values.address, file);
                 let res: Response;
                 try {
                     res = await fetch(`${address}/-/${command}`, { method: command === 'status' ? 'GET' : 'POST' });

@@ -103,7 +103,6 @@ export class Controller {
         return {
             started_at: this.startedAt.toISOString(),
             ready: this.ready,
-            http_options: config.http_options,
             applications: config.applications.map((app) => ({
                 name: app.name,
                 route_prefix: app.route_prefix,

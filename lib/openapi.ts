@@ -1,4 +1,5 @@
 // The OpenAPI 3 document, generated from the route table and each deployment's real model signature.
+import { basename } from 'node:path';
 import type Joi from 'joi';
 import { catalogue } from './errors';
 import { version } from './version';
@@ -84,7 +85,7 @@ export function document(controller: Controller, serverUrl: string): JsonSchema 
             const h = dep.handler;
             const op: Record<string, unknown> = {
                 operationId: `${route.app}.${dep.config.name}.${route.method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+/g, '_')}`,
-                summary: `${dep.config.handler} handler for deployment "${dep.config.name}" of application "${route.app}"`,
+                summary: `${basename(dep.config.handler)} handler for deployment "${dep.config.name}" of application "${route.app}"`,
                 tags: [route.app],
                 responses: {
                     200: { description: 'Model outputs', content: { 'application/json': { schema: sig ? fromJoi(h.responseSchema(sig)) : { type: 'object' } } } },

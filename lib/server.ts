@@ -6,6 +6,7 @@ import { Controller } from './controller';
 import { createServer } from './http';
 import { ConfigWatcher } from './watcher';
 import { log } from './log';
+import { leaveNote, removeNote } from './discovery';
 
 export interface UpOptions {
     port?: number;
@@ -35,6 +36,7 @@ export async function up(file: string, overrides: UpOptions = {}): Promise<Appli
     });
     await server.start();
     const url = `http://${http.host}:${server.info.port}`;
+    leaveNote(abs, url);
     log.info(`tsserve listening on ${url} (OpenAPI at ${url}/openapi.json, docs at ${url}/docs); watching ${abs} for changes`);
     let stopping: Promise<void> | undefined;
     const stop = () => stopping ??= (async () => {
@@ -43,6 +45,7 @@ export async function up(file: string, overrides: UpOptions = {}): Promise<Appli
         await watcher.close();
         await server.stop({ timeout: grace });
         await controller.stop();
+        removeNote(abs);
         log.info('stopped');
     })();
     return { controller, watcher, server, url, stop };

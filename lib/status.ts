@@ -46,12 +46,13 @@ export interface ConfigStatus {
 export interface ControllerStatus {
     started_at: string;
     ready: boolean;
-    http_options: ServeConfig['http_options'];
     applications: AppStatus[];
 }
 
 /** The body of GET /-/status. */
 export interface Status extends ControllerStatus {
+    /** what the listener uses: serve.yaml's, with --host and --port applied (a change waits for a restart) */
+    http_options: ServeConfig['http_options'];
     config: ConfigStatus;
 }
 

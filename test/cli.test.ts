@@ -57,6 +57,32 @@ t.test('validate of a valid file', async (t) => {
     t.strictSame(r, { code: 0, out: `${valid} is valid: 2 application(s), 3 deployment(s)\n`, err: '' });
 });
 
+t.test('validate loads each model in its runtime: a file of another format is an error at its path', async (t) => {
+    const file = write('formats.yaml', `applications:
+  - name: broken
+    deployments: [{ name: m, model: { path: ./broken.onnx } }]
+  - name: again
+    deployments: [{ name: m, model: { path: ./broken.onnx } }]
+  - name: notjson
+    deployments: [{ name: m, model: { path: ./mlp.onnx, runtime: tfjs } }]
+  - name: fine
+    deployments: [{ name: m, model: { path: ./mlp.onnx } }]
+`);
+    const r = await tsserve(['validate', file]);
+    t.equal(r.code, 1);
+    t.equal(r.out, '');
+    const lines = r.err.split('\n').filter((l) => l.startsWith('  - '));
+    t.same(lines.map((l) => l.split(': ')[0]), [
+        '  - applications[0].deployments[0].model.path',
+        '  - applications[1].deployments[0].model.path',
+        '  - applications[2].deployments[0].model.path'
+    ]);
+    t.match(lines[0], /: broken\.onnx does not load as an ONNX model: .*Protobuf parsing failed/);
+    t.equal(lines[1].split(': ').slice(1).join(': '), lines[0].split(': ').slice(1).join(': '), 'a file named twice is loaded once and reported twice');
+    t.match(lines[2], /: mlp\.onnx does not load as a TensorFlow\.js model: mlp\.onnx is not a TensorFlow\.js model\.json/);
+    t.notMatch(lines.join('\n'), dir, 'paths are shown relative to the file\'s folder');
+});
+
 t.test('validate of an invalid file prints every error path and returns 1', async (t) => {
     const r = await tsserve(['validate', invalid]);
     t.equal(r.code, 1);
@@ -92,7 +118,12 @@ t.test('usage', async (t) => {
     t.equal(none.out, '');
     t.match(none.err, /^Usage:\n {2}tsserve up \[file\]/);
     t.match(none.err, 'tsserve validate [file]');
-    t.match(none.err, 'tsserve status [--address URL] [--json]');
+    t.match(none.err, 'tsserve status [file] [--address URL] [--json]');
+    t.match(none.err, 'tsserve --version');
+
+    const version = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')).version;
+    t.strictSame(await tsserve(['--version']), { code: 0, out: `tsserve ${version}\n`, err: '' }, '--version');
+    t.strictSame(await tsserve(['-v']), { code: 0, out: `tsserve ${version}\n`, err: '' }, '-v');
 
     const help = await tsserve(['--help']);
     t.strictSame(help, { code: 0, out: none.err, err: '' }, '--help prints usage on out');
@@ -249,7 +280,7 @@ t.test('status prints what /-/status answers', async (t) => {
     t.equal(table.code, 0);
     t.match(table.out, /^tsserve: READY \(since 2025-01-01T00:00:00\.000Z\)\n/);
     t.match(table.out, /\nconfig: \/srv\/serve.yaml \(version feedc0ffee12, 2 reload\(s\); last 2025-01-01T00:01:00.000Z by SIGHUP: invalid\)\n  ! applications\[0\].name: is required\n/);
-    t.match(table.out, /mlp \(\/mlp\) +model +HEALTHY +1\/1 +0 +abc123def456/);
+    t.match(table.out, /mlp \(\/mlp\) +model +RUNNING +1\/1 +0 +abc123def456/);
     t.match(table.out, /model#1 +RUNNING +42 +abc123def456 +0 +cpu/);
     t.strictSame(urls, ['http://127.0.0.2:9000/-/status', 'http://127.0.0.1:8000/-/status'], '--address, then the default');
 

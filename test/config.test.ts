@@ -1,5 +1,5 @@
 // serve.yaml loading: schema defaults and rules, cross-field checks, YAML and file errors, versions.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, load, parse, validate, version, type ConfigIssue } from '../lib/config';
@@ -183,9 +183,6 @@ const rules: Rule[] = [
     { name: 'applications required', mutate: (d) => { delete d.applications; }, path: 'applications', message: /"applications" is required/ },
     { name: 'applications is a list', mutate: (d) => { d.applications = { name: 'app' }; }, path: 'applications', message: /must be an array/ },
     { name: 'applications not empty', mutate: (d) => { d.applications = []; }, path: 'applications', message: /must contain at least 1 items/ },
-    { name: 'application names unique', mutate: (d) => { d.applications.push({ name: 'app', route_prefix: '/other', deployments: [deployment('model')] }); }, path: 'applications[1]', message: /duplicate value/ },
-    { name: 'route_prefix unique', mutate: (d) => { d.applications.push({ name: 'other', route_prefix: '/x', deployments: [deployment('model')] }); app0(d).route_prefix = '/x'; }, path: 'applications[1]', message: /duplicate value/ },
-    { name: 'route_prefix unique against a default prefix', mutate: (d) => { d.applications.push({ name: 'other', route_prefix: '/app', deployments: [deployment('model')] }); }, path: 'applications[1]', message: /duplicate value/ },
     // http_options
     { name: 'http_options is an object', mutate: (d) => { d.http_options = 8000; }, path: 'http_options', message: /must be of type object/ },
     { name: 'unknown http_options key', mutate: (d) => { d.http_options = { prot: 80 }; }, path: 'http_options.prot', message: /is not allowed/ },
@@ -215,9 +212,7 @@ const rules: Rule[] = [
     { name: 'deployments required', mutate: (d) => { delete app0(d).deployments; }, path: 'applications[0].deployments', message: /is required/ },
     { name: 'deployments not empty', mutate: (d) => { app0(d).deployments = []; }, path: 'applications[0].deployments', message: /must contain at least 1 items/ },
     { name: 'deployments is a list', mutate: (d) => { app0(d).deployments = deployment('model'); }, path: 'applications[0].deployments', message: /must be an array/ },
-    { name: 'deployment names unique within an app', mutate: (d) => { app0(d).deployments.push(deployment('model')); app0(d).routes = [{ deployment: 'model' }]; }, path: 'applications[0].deployments[1]', message: /duplicate value/ },
     { name: 'routes not empty', mutate: (d) => { app0(d).routes = []; }, path: 'applications[0].routes', message: /must contain at least 1 items/ },
-    { name: 'routes unique by path and method', mutate: (d) => { app0(d).routes = [{ deployment: 'model' }, { path: '/predict', method: 'post', deployment: 'model' }]; }, path: 'applications[0].routes[1]', message: /duplicate value/ },
     // route
     { name: 'route deployment required', mutate: (d) => { app0(d).routes = [{ path: '/p' }]; }, path: 'applications[0].routes[0].deployment', message: /is required/ },
     { name: 'route deployment is a name', mutate: (d) => { app0(d).routes = [{ deployment: '../model' }]; }, path: 'applications[0].routes[0].deployment', message: /must start with a letter or digit/ },
@@ -272,16 +267,37 @@ const rules: Rule[] = [
     { name: 'user_config is an object', mutate: (d) => { dep0(d).user_config = 'k=v'; }, path: `${D}.user_config`, message: /must be of type object/ }
 ];
 
+/** Breaks the minimal file by one rule; checks that this gives one issue, at the rule's path, with its message. */
+function brokenAlone(t: Test, rule: Rule): ConfigIssue | undefined {
+    const doc = minimal();
+    rule.mutate(doc);
+    const issues = issuesOf(() => validate(doc, dir));
+    t.equal(issues.length, 1, `${rule.name}: one issue`, { issues });
+    t.equal(issues[0]?.path, rule.path, `${rule.name}: path`);
+    t.match(issues[0]?.message, rule.message, `${rule.name}: message`);
+    return issues[0];
+}
+
 t.test('each schema rule, broken alone, gives one issue with its path', async (t) => {
     for (const rule of rules) {
-        const doc = minimal();
-        rule.mutate(doc);
-        const issues = issuesOf(() => validate(doc, dir));
-        t.equal(issues.length, 1, `${rule.name}: one issue`, { issues });
-        t.equal(issues[0]?.path, rule.path, `${rule.name}: path`);
-        t.match(issues[0]?.message, rule.message, `${rule.name}: message`);
+        const issue = brokenAlone(t, rule);
         // joi labels each message with the same path
-        t.ok(rule.path === '' || issues[0]?.message.includes(`"${rule.path}"`), `${rule.name}: message names the field`);
+        if (rule.path !== '') {
+            t.match(issue?.message, `"${rule.path}"`, `${rule.name}: message names the field`);
+        }
+    }
+});
+
+t.test('a name, prefix or route that repeats names its field and the earlier entry', async (t) => {
+    const cases: Rule[] = [
+        { name: 'application names unique', mutate: (d) => { d.applications.push({ name: 'app', route_prefix: '/other', deployments: [deployment('model')] }); }, path: 'applications[1].name', message: /^"app" is also the name of applications\[0\]$/ },
+        { name: 'route_prefix unique', mutate: (d) => { d.applications.push({ name: 'other', route_prefix: '/x', deployments: [deployment('model')] }); app0(d).route_prefix = '/x'; }, path: 'applications[1].route_prefix', message: /^"\/x" is also the route_prefix of applications\[0\]$/ },
+        { name: 'route_prefix unique against a default prefix', mutate: (d) => { d.applications.push({ name: 'other', route_prefix: '/app', deployments: [deployment('model')] }); }, path: 'applications[1].route_prefix', message: /^"\/app" is also the route_prefix of applications\[0\]$/ },
+        { name: 'deployment names unique within an app', mutate: (d) => { app0(d).deployments.push(deployment('model')); app0(d).routes = [{ deployment: 'model' }]; }, path: 'applications[0].deployments[1].name', message: /^"model" is also the name of applications\[0\]\.deployments\[0\]$/ },
+        { name: 'routes unique by path and method', mutate: (d) => { app0(d).routes = [{ deployment: 'model' }, { path: '/predict', method: 'post', deployment: 'model' }]; }, path: 'applications[0].routes[1].path', message: /^POST \/predict is also the route of applications\[0\]\.routes\[0\]$/ },
+    ];
+    for (const rule of cases) {
+        brokenAlone(t, rule);
     }
 });
 

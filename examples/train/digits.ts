@@ -6,7 +6,7 @@
 // random font, size, weight, slant, offset, rotation, stroke width, colours and canvas size; they go through the
 // image handler's own preprocessing (handlers/image.ts), so training and serving see exactly the same tensors.
 //
-//   npx tsc -p . && node dist/examples/train/digits.js        (about 2 minutes on 2 cores)
+//   npx tsc -p . && node build/examples/train/digits.js        (about 2 minutes on 2 cores)
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';

@@ -1,6 +1,6 @@
 // Trains the example sentiment model served by the text handler (examples/models/sentiment), offline and reproducibly.
 //
-//   npx tsc -p . && node dist/examples/train/sentiment.js [outDir]     (default: <repo>/examples/models/sentiment)
+//   npx tsc -p . && node build/examples/train/sentiment.js [outDir]     (default: <repo>/examples/models/sentiment)
 //
 // 1. A synthetic corpus of short English reviews, made from templates with a seeded RNG ("the movie was great",
 //    "terrible service and cold food", "I loved this film, it was wonderful"), labelled negative (0) or positive (1).

@@ -1,6 +1,6 @@
 // Trains the example pitch classifier served by the audio handler (examples/models/tones), offline and reproducibly.
 //
-//   npx tsc -p . && node dist/examples/train/tones.js [outDir]     (default: <repo>/examples/models/tones)
+//   npx tsc -p . && node build/examples/train/tones.js [outDir]     (default: <repo>/examples/models/tones)
 //
 // About 70 s of CPU; the same files, byte for byte, every run.
 //

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { modelContent, modelFile, modelFiles } from '../lib/model-files';
 import { contentDigest, parse } from '../lib/config';
-import { fixtures, serve, sleep } from './helpers';
+import { fixtures, serve, until } from './helpers';
 
 const dir = fixtures();
 const mlp = fs.readFileSync(path.join(dir, 'mlp.onnx'));
@@ -60,8 +60,10 @@ t.test('editing a file inside a served folder rolls out a new version', async (t
     const first = await dep();
     t.equal((await s.post('/m/predict', { inputs: [[1, 2, 3, 4]] })).status, 200);
     fs.writeFileSync(path.join(root, 'config.json'), '{"edited": true}');
-    for (const end = Date.now() + 30000; Date.now() < end && (await dep()).version === first.version; await sleep(100));
-    const next = await dep();
+    const next = await until(async () => {
+        const d = await dep();
+        return d.version !== first.version && d;
+    }, { what: () => `a new version after the edit:\n${s.output()}` });
     t.not(next.version, first.version, 'a new version');
     t.match((await s.get('/-/status')).body.config.last_reload, { result: 'applied', changes: { replaced: ['m/d'] } });
     t.equal((await s.post('/m/predict', { inputs: [[1, 2, 3, 4]] })).status, 200);

@@ -1,31 +1,35 @@
 // Live config: serve.yaml edited while a real server runs under load; each way a file can change.
 import t from 'tap';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
-import { fixtures, serve, start, run, sleep, type Served } from './helpers';
+import { once } from 'node:events';
+import { fixtures, serve, start, cliHere, held, sleep, until, validOpenApi, type Served } from './helpers';
 
 const dir = fixtures();
+const tsserve = cliHere();
 const probe = { inputs: [[1, 2, 3, 4]] };
 
 interface DeploymentStatus { name: string; version: string; target_replicas: number; running_replicas: number; replicas: Array<{ pid: number; state: string }> }
+
+type Test = Pick<typeof t, 'equal'>;
 
 const status = async (s: Served) => (await s.get('/-/status')).body;
 const deployment = async (s: Served, app: string): Promise<DeploymentStatus> =>
     (await status(s)).applications.find((a: any) => a.name === app).deployments[0];
 const pids = async (s: Served, app: string) => (await deployment(s, app)).replicas.map((r) => r.pid).sort();
 
-/** Waits for the n-th counted reload, then a little longer, to see that one change made exactly one reload. */
-async function reloaded(s: Served, n: number): Promise<any> {
-    for (const end = Date.now() + 60000; Date.now() < end; await sleep(50)) {
-        const st = await status(s);
-        if (st.config.reloads >= n) {
-            await sleep(600);
-            const after = await status(s);
-            t.equal(after.config.reloads, n, `exactly one reload (${after.config.last_reload.trigger})`);
-            return after.config.last_reload;
-        }
-    }
-    throw new Error(`no reload ${n}:\n${s.output()}`);
+/**
+ * Waits for the n-th counted reload, and checks that no other follows: one change makes exactly one reload. A second
+ * (of a file seen half-written, say) would come within the watcher's debounce (150 ms) and a look; that something
+ * does NOT happen can only be seen by waiting, hence the sleep.
+ */
+async function reloaded(t: Test, s: Served, n: number): Promise<any> {
+    await until(async () => (await status(s)).config.reloads >= n, { what: () => `reload ${n}:\n${s.output()}` });
+    await sleep(600);
+    const after = await status(s);
+    t.equal(after.config.reloads, n, `exactly one reload (${after.config.last_reload.trigger})`);
+    return after.config.last_reload;
 }
 
 const mlpApp = (extra: string, model = 'mlp.onnx') => `  - name: mlp
@@ -66,7 +70,7 @@ t.test('edits under load: rolling and in-place updates, apps added and removed, 
     let reloads = 0;
     const edit = async (yaml: string) => {
         fs.writeFileSync(file, yaml);
-        return reloaded(s, ++reloads);
+        return reloaded(t, s, ++reloads);
     };
 
     // model changed: rolling replace; answers come from the new weights
@@ -87,7 +91,7 @@ t.test('edits under load: rolling and in-place updates, apps added and removed, 
     last = await edit(config(mlpApp('num_replicas: 3\nbatching: { max_batch_size: 4, batch_wait_timeout_s: 0.01 }', 'mlp2.onnx'), keepApp));
     const three = await deployment(s, 'mlp');
     t.equal(three.running_replicas, 3);
-    t.ok(replaced.every((p) => three.replicas.some((r) => r.pid === p)), 'the running replica stays');
+    t.same(three.replicas.map((r) => r.pid).filter((p) => replaced.includes(p)), replaced, 'the running replica stays');
     last = await edit(config(mlpApp('num_replicas: 1\nbatching: { max_batch_size: 4, batch_wait_timeout_s: 0.01 }', 'mlp2.onnx'), keepApp));
     t.same(await pids(s, 'mlp'), replaced, 'scaled back to the first one');
 
@@ -97,18 +101,20 @@ t.test('edits under load: rolling and in-place updates, apps added and removed, 
     last = await edit(current + extra);
     t.same(last.changes.added, ['extra/model']);
     t.same((await s.post('/more/predict', { inputs: { a: [[1, 2]], b: [[3, 4]] } })).body.outputs.sum, [[4, 6]]);
-    t.ok((await s.get('/openapi.json')).body.paths['/more/predict'], 'in /openapi.json');
+    const doc = (await s.get('/openapi.json')).body;
+    t.match(doc.paths['/more/predict'], { post: { tags: ['extra'] } }, 'in /openapi.json');
+    await validOpenApi(t, doc, 'still a valid document');
     last = await edit(current);
     t.same(last.changes.removed, ['extra/model']);
     t.equal((await s.post('/more/predict', { inputs: { a: [[1]], b: [[1]] } })).status, 404);
-    t.notOk((await s.get('/openapi.json')).body.paths['/more/predict'], 'gone from /openapi.json');
+    t.equal((await s.get('/openapi.json')).body.paths['/more/predict'], undefined, 'gone from /openapi.json');
 
     // an invalid file changes nothing and says why, until a valid one arrives
     last = await edit(current.replace('num_replicas: 1', 'num_replicas: -2'));
     t.equal(last.result, 'invalid');
     t.match(last.errors, [/applications\[0\]\.deployments\[0\]\.num_replicas: .* must be greater than or equal to 1/]);
     t.match(s.output(), /reload \(file change\) refused, the running version keeps serving/);
-    const table = await run(['status', '--address', s.url]);
+    const table = await tsserve(['status', '--address', s.url]);
     t.match(table.stdout, /file change: invalid\)\n {2}! applications\[0\]\.deployments\[0\]\.num_replicas/);
     last = await edit(current.replace('mlp2.onnx', 'broken.onnx'));
     t.match(last.errors, [/mlp\/model: new version \w+ failed to start \(model failed to load: .*\); version \w+ keeps serving/]);
@@ -131,14 +137,14 @@ t.test('user_config is applied in place through the handler; a wrong one is repo
     const before = await pids(s, 'halves');
     t.same((await s.post('/halves/predict', { inputs: [[1, 2]] })).body.outputs, { right: [[2]] }, 'user_config at start');
     fs.writeFileSync(file, halves('{ outputs: [left, shape] }'));
-    let last = await reloaded(s, 1);
+    let last = await reloaded(t, s, 1);
     t.same(last.changes.updated, ['halves/model']);
     t.same((await s.post('/halves/predict', { inputs: [[1, 2]] })).body.outputs, { left: [[1]], shape: [1, 2] }, 'only the chosen outputs');
     fs.writeFileSync(file, halves('{ outputs: [nope] }'));
-    last = await reloaded(s, 2);
+    last = await reloaded(t, s, 2);
     t.match(last.errors, [/halves\/model#0: user_config of the tensor handler: "outputs" names nope, not among the model's outputs \(left, right, shape\)/]);
     fs.writeFileSync(file, halves('{ outputs: left }'));
-    last = await reloaded(s, 3);
+    last = await reloaded(t, s, 3);
     t.match(last.errors, [/"outputs" must be an array/]);
     t.same(await pids(s, 'halves'), before, 'no replica restarted for user_config');
 });
@@ -164,37 +170,40 @@ t.test('every way a file changes triggers exactly one reload', async (t) => {
     version('..2026_02', 2);
     fs.symlinkSync('..2026_02', path.join(k8s, '..data_tmp'));
     fs.renameSync(path.join(k8s, '..data_tmp'), path.join(k8s, '..data'));
-    await reloaded(proc, 1);
+    await reloaded(t, proc, 1);
     t.equal(await target(), 2, 'symlink swap');
 
     // an in-place write, through the link, and an editor's atomic save
     fs.writeFileSync(path.join(k8s, 'serve.yaml'), yaml(1));
-    await reloaded(proc, 2);
+    await reloaded(t, proc, 2);
     t.equal(await target(), 1, 'in-place write');
     const real = fs.realpathSync(path.join(k8s, 'serve.yaml'));
     fs.writeFileSync(`${real}.swp`, yaml(2));
     fs.renameSync(`${real}.swp`, real);
-    await reloaded(proc, 3);
+    await reloaded(t, proc, 3);
     t.equal(await target(), 2, 'atomic rename');
 
     // the model file replaced on disk: a rolling replace onto the new weights
     const oldPids = await pids(proc, 'w');
     fs.copyFileSync(path.join(dir, 'mlp2.onnx'), `${model}.tmp`);
     fs.renameSync(`${model}.tmp`, model);
-    const last = await reloaded(proc, 4);
+    const last = await reloaded(t, proc, 4);
     t.same(last.changes.replaced, ['w/model'], 'model file replaced');
     t.notSame(await pids(proc, 'w'), oldPids);
 
-    // SIGHUP, `tsserve reload` and POST /-/reload re-read the file; with nothing changed, nothing happens
+    // SIGHUP, `tsserve reload` and POST /-/reload re-read the file; with nothing changed, nothing happens.
+    // `tsserve reload` runs in this process (its subprocess entry point is test/cli.test.ts's).
     proc.proc.kill('SIGHUP');
     await proc.waitFor(/reload \(SIGHUP\): no change/);
-    const cli = await run(['reload', '--address', proc.url]);
+    const cli = await tsserve(['reload', '--address', proc.url]);
     t.equal(cli.code, 0);
     t.match(JSON.parse(cli.stdout), { trigger: 'POST /-/reload', result: 'unchanged' });
     fs.writeFileSync(real, 'applications: [\n');
-    const bad = await run(['reload', '--address', proc.url]);
+    const bad = await tsserve(['reload', '--address', proc.url]);
     t.equal(bad.code, 1, 'tsserve reload of an invalid file exits 1');
     t.match(JSON.parse(bad.stdout), { result: 'invalid', errors: [/^YAML syntax error: unexpected end of the stream/] });
+    // the watcher's own look at the invalid file, before the next write (within its debounce, it would see only that)
+    await proc.waitFor(/reload \(file change\) refused/);
     fs.writeFileSync(real, yaml(2).replace('applications:', 'http_options: { port: 1234 }\napplications:'));
     const notice = await proc.waitFor(/reload: (http_options changed.*)/);
     t.match(notice, /restarted/);
@@ -203,22 +212,38 @@ t.test('every way a file changes triggers exactly one reload', async (t) => {
 });
 
 t.test('removing an application finishes its queued requests first; overlapping reloads run one after another', async (t) => {
-    const slowApp = `  - name: slow\n    deployments:\n      - { name: model, max_ongoing_requests: 1, batching: { max_batch_size: 1 }, model: { path: ./slow.onnx } }\n`;
+    const slowApp = `  - name: slow\n    deployments:\n      - { name: model, max_ongoing_requests: 1, batching: { max_batch_size: 1 }, health_check_timeout_s: 600, model: { path: ./slow.onnx } }\n`;
     const s = await serve(dir, config(keepApp, slowApp), 'drain.yaml');
     t.teardown(() => s.stop());
-    const queued = Array.from({ length: 4 }, (_, i) => s.post('/slow/predict', { inputs: Array.from({ length: 30 }, () => [i]) }));
-    for (const end = Date.now() + 10000; Date.now() < end; await sleep(10)) {
-        if ((await deployment(s, 'slow')).replicas.length && (await status(s)).applications[1].deployments[0].queued_requests >= 2) {
-            break;
-        }
-    }
-    fs.writeFileSync(path.join(dir, 'drain.yaml'), config(keepApp));
-    const first = s.post('/-/reload', {});
-    await sleep(30);
-    const second = await s.post('/-/reload', {});
-    t.match((await first).body, { result: 'applied', changes: { removed: ['slow/model'] } });
-    t.match(second.body.result, /applied|unchanged/, 'the overlapping reload waited for the first');
+    // The slow replica is stopped (SIGSTOP) holding one request, with three queued behind it (max_ongoing_requests: 1):
+    // the reload that removes it cannot finish until it runs again, however fast or slow this machine is.
+    const [replica] = (await deployment(s, 'slow')).replicas;
+    let answered = 0;
+    const { queued, second } = await held(replica.pid, async () => {
+        const queued = Array.from({ length: 4 }, (_, i) => s.post('/slow/predict', { inputs: Array.from({ length: 30 }, () => [i]) }).finally(() => answered++));
+        await until(async () => (await status(s)).applications[1].deployments[0].queued_requests === 3, { what: 'three requests queued behind the one held' });
+        fs.writeFileSync(path.join(dir, 'drain.yaml'), config(keepApp));
+        await s.waitFor(/reload \(file change\): applying/);
+        t.equal((await s.post('/slow/predict', { inputs: [[1]] })).status, 404, 'the route goes at once');
+        t.equal((await status(s)).config.reloads, 0, 'the reload is not done while requests wait');
+        t.equal(answered, 0, 'they are still waiting');
+        // A second reload, sent while the first cannot finish: once the request is written, the server reads it
+        // before anything the stopped replica can answer after SIGCONT.
+        const req = http.request(`${s.url}/-/reload`, { method: 'POST' });
+        const second = once(req, 'response').then(async ([res]) => {
+            let text = '';
+            for await (const chunk of res as http.IncomingMessage) {
+                text += chunk;
+            }
+            return JSON.parse(text);
+        });
+        req.end();
+        await once(req, 'finish');
+        return { queued, second };
+    });
     const answers = await Promise.all(queued);
     t.same(answers.map((a) => a.status), [200, 200, 200, 200], 'every queued request was answered before the replicas stopped');
+    t.match(await second, { trigger: 'POST /-/reload', result: 'unchanged' }, 'the overlapping reload waited for the first, then found nothing to do');
+    t.match((await status(s)).config, { reloads: 1, last_reload: { trigger: 'file change', result: 'applied', changes: { removed: ['slow/model'] } } });
     t.equal((await s.post('/slow/predict', { inputs: [[1]] })).status, 404);
 });

@@ -1,12 +1,19 @@
-// End to end: a real `tsserve up` process, real replica processes, real HTTP.
+// End to end: a real `tsserve up` process, real replica processes, real HTTP. Then the front door alone, in process
+// through hapi's inject(): its admin routes, docs and error bodies need no model and no process.
 import t from 'tap';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { validate as validateOpenApi } from '@readme/openapi-parser';
-import { fixtures, serve, run, app } from './helpers';
+import { createServer } from '../lib/http';
+import { Controller } from '../lib/controller';
+import { ConfigWatcher } from '../lib/watcher';
+import { fixtures, serve, cliHere, app, held, near, until, validOpenApi, type Served } from './helpers';
+import type { ServeConfig } from '../schemas/serve';
 
 const dir = fixtures();
+const tsserve = cliHere();
 
 const yaml = `http_options: { host: 127.0.0.1, port: 8000, request_timeout_s: 20 }
 applications:
@@ -17,6 +24,7 @@ ${app('fixed', 'fixed.onnx', 'resources: { cpus: 1, gpus: 1 }')}
 ${app('ints', 'int.onnx')}
 ${app('broken', 'broken.onnx')}
 ${app('halves', 'halves.onnx')}
+${app('batched', 'mlp.onnx', 'batching: { max_batch_size: 8, batch_wait_timeout_s: 60 }\nhealth_check_timeout_s: 600')}
   - name: multi
     route_prefix: /
     deployments:
@@ -37,11 +45,15 @@ async function direct(model: string, rows: number[][]): Promise<number[][]> {
 
 const random = (n: number, width = 4) => Array.from({ length: n }, () => Array.from({ length: width }, () => Math.round((Math.random() * 4 - 2) * 1000) / 1000));
 
+/** The replicas of one application's first deployment, as /-/status shows them. */
+const replicas = async (s: Served, name: string): Promise<Array<{ pid: number; state: string; inflight_requests: number }>> =>
+    (await s.get('/-/status')).body.applications.find((a: any) => a.name === name).deployments[0].replicas;
+
 t.test('tsserve up serves every deployment declared in serve.yaml', async (t) => {
     const s = await serve(dir, yaml);
     t.teardown(() => s.stop());
 
-    t.test('concurrent requests are batched and answered exactly as a direct onnxruntime run', async (t) => {
+    t.test('concurrent requests of different sizes each get their own rows, exactly as a direct onnxruntime run', async (t) => {
         const requests = Array.from({ length: 200 }, (_, i) => random(1 + (i % 5)));
         const expected = await direct('mlp.onnx', requests.flat());
         const answers = await Promise.all(requests.map((rows) => s.post('/mlp/predict', { inputs: { x: rows } })));
@@ -51,7 +63,30 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
             const want = expected.slice(at, at + requests[i].length);
             at += requests[i].length;
             t.equal(a.body.outputs.y.length, requests[i].length, 'as many rows out as in');
-            t.ok(a.body.outputs.y.every((row: number[], r: number) => row.every((v, k) => Math.abs(v - want[r][k]) < 1e-5)), `request ${i} got its own rows`);
+            t.ok(near(a.body.outputs.y.flat(), want.flat()), `request ${i} got its own rows`, { found: a.body.outputs.y, wanted: want });
+        }
+    });
+
+    t.test('requests that wait together share a batch, and each gets its own row back', async (t) => {
+        // The replica is stopped (SIGSTOP) while the requests arrive, so nothing it is sent can finish: what is in
+        // flight on it stays there to be seen. A replica holds at most two batches (the one it runs and the next),
+        // so more than two requests in flight on it means some of them were sent as one batch. With
+        // batch_wait_timeout_s at 60, a second batch leaves only full (8 rows) while the first is held.
+        const [replica] = await replicas(s, 'batched');
+        const requests = Array.from({ length: 12 }, () => random(1));
+        const { answers, holding } = await held(replica.pid, async () => {
+            const answers = Promise.all(requests.map((rows) => s.post('/batched/predict', { inputs: rows })));
+            const holding = await until(async () => {
+                const [r] = await replicas(s, 'batched');
+                return r.inflight_requests > 2 && r;
+            }, { what: 'more than two requests in flight on the stopped replica' });
+            return { answers, holding };
+        });
+        t.equal(holding.pid, replica.pid, 'the same replica, never restarted');
+        const expected = await direct('mlp.onnx', requests.flat());
+        for (const [i, a] of (await answers).entries()) {
+            t.equal(a.status, 200);
+            t.ok(near(a.body.outputs.y.flat(), expected[i]), `request ${i} got its own row`, { found: a.body.outputs.y[0], wanted: expected[i] });
         }
     });
 
@@ -60,7 +95,7 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
         const a = await s.post('/mlp/predict', { inputs: rows });
         t.equal(a.status, 200);
         const want = await direct('mlp.onnx', rows);
-        t.ok(a.body.outputs.y.every((row: number[], r: number) => row.every((v, k) => Math.abs(v - want[r][k]) < 1e-5)));
+        t.ok(near(a.body.outputs.y.flat(), want.flat()), 'every row', { found: a.body.outputs.y, wanted: want });
     });
 
     t.test('requests whose symbolic dims differ never share a batch', async (t) => {
@@ -108,8 +143,8 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
     });
 
     t.test('bad requests get a clear 4xx with a stable code, and nothing else is lost', async (t) => {
+        // Malformed JSON, a content type hapi refuses and an unknown route need no model: see the in-process tests below.
         const cases: Array<[string, () => Promise<{ status: number; body: any }>, number, string, RegExp]> = [
-            ['malformed JSON', () => s.post('/mlp/predict', '{"inputs": [[1, 2'), 400, 'INVALID_JSON', /JSON/],
             ['no inputs', () => s.post('/mlp/predict', { rows: [] }), 400, 'INVALID_BODY', /"inputs"/],
             ['inputs of the wrong kind', () => s.post('/mlp/predict', { inputs: 'x' }), 400, 'INVALID_BODY', /object of nested arrays/],
             ['wrong width', () => s.post('/mlp/predict', { inputs: { x: [[1, 2, 3]] } }), 400, 'INPUT_SHAPE_MISMATCH', /input "x" expects shape \[batch, 4\], received \[1, 3\]/],
@@ -121,9 +156,7 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
             ['missing input', () => s.post('/pair/predict', { inputs: { a: [[1]] } }), 400, 'INVALID_BODY', /missing input "b"/],
             ['array for a two-input model', () => s.post('/pair/predict', { inputs: [[1]] }), 400, 'INVALID_BODY', /2 inputs/],
             ['rows that differ between inputs', () => s.post('/pair/predict', { inputs: { a: [[1], [2]], b: [[1]] } }), 400, 'INPUT_SHAPE_MISMATCH', /same number of rows/],
-            ['unknown route', () => s.post('/nope/predict', { inputs: [[1, 2, 3, 4]] }), 404, 'NOT_FOUND', /no route POST \/nope\/predict/],
             ['wrong method', () => s.get('/mlp/predict'), 405, 'METHOD_NOT_ALLOWED', /takes POST/],
-            ['wrong content type', () => s.post('/mlp/predict', 'x=1', { 'content-type': 'text/plain' }), 415, 'UNSUPPORTED_MEDIA_TYPE', /Unsupported Media Type/],
             ['an image for a tensor route', () => s.post('/mlp/predict', Buffer.from('GIF89a'), { 'content-type': 'image/gif' }), 415, 'UNSUPPORTED_MEDIA_TYPE', /takes application\/json or application\/octet-stream .*, not image\/gif/]
         ];
         for (const [name, send, status, code, message] of cases) {
@@ -208,21 +241,25 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
         const multi = status.applications.find((a: any) => a.name === 'multi');
         t.same(multi.routes, [{ method: 'POST', path: '/first', deployment: 'a' }, { method: 'PUT', path: '/second', deployment: 'b' }]);
 
-        const table = await run(['status', '--address', s.url]);
+        // `tsserve status` in this process (its subprocess entry point is test/cli.test.ts's)
+        const table = await tsserve(['status', '--address', s.url]);
         t.equal(table.code, 0);
         t.match(table.stdout, /NOT READY/);
         t.match(table.stdout, /mlp \(\/mlp\)\s+model\s+RUNNING\s+2\/2/);
         t.match(table.stdout, /broken\/model#0\s+BACKOFF|broken\/model#0\s+STARTING/);
-        const json = await run(['status', '--address', s.url, '--json']);
-        t.equal(JSON.parse(json.stdout).applications.length, 7);
+        const json = await tsserve(['status', '--address', s.url, '--json']);
+        t.same(JSON.parse(json.stdout).applications.map((a: any) => a.name), ['mlp', 'pair', 'fixed', 'ints', 'broken', 'halves', 'batched', 'multi']);
     });
 
     t.test('/openapi.json is a valid OpenAPI document with the models\' real schemas', async (t) => {
         const doc = (await s.get('/openapi.json')).body;
-        const result = await validateOpenApi(structuredClone(doc));
-        t.same(result, { valid: true, warnings: [], specification: 'OpenAPI' }, 'passes a real OpenAPI validator');
-        const broken = await validateOpenApi({ ...structuredClone(doc), paths: { '/x': { post: { responses: { 200: { content: {} } } } } } });
-        t.equal(broken.valid, false, 'the validator does reject a broken document');
+        await validOpenApi(t, doc, 'passes a real OpenAPI validator');
+        // validOpenApi() itself fails on a broken document, showing the validator's errors
+        const seen: Array<{ found: any; wanted: unknown }> = [];
+        const passed = await validOpenApi({ same: (found, wanted) => seen.push({ found, wanted }) > 0 && false },
+            { ...doc, paths: { '/x': { post: { responses: { 200: { content: {} } } } } } });
+        t.equal(passed, false);
+        t.match(seen, [{ found: { valid: false, errors: [{ message: /must have required property 'description'/ }] }, wanted: { valid: true } }], 'the check does reject a broken document');
         const op = doc.paths['/mlp/predict'].post;
         const body = op.requestBody.content['application/json'];
         t.same(body.example, { inputs: { x: [[0, 0, 0, 0]] } });
@@ -231,22 +268,78 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
             items: { type: 'array', items: { type: 'number' }, minItems: 4, maxItems: 4 }
         });
         t.same(op.responses[200].content['application/json'].schema.properties.outputs.properties.y.items.maxItems, 3);
-        t.ok(doc.paths['/second'].put, 'declared routes and methods');
+        t.same(Object.keys(doc.paths['/second']), ['put'], 'declared routes and methods');
         t.same(doc.paths['/ints/predict'].post.requestBody.content['application/json'].schema.properties.inputs.oneOf[1].items.items, { type: 'integer' });
         t.match(doc.paths['/broken/predict'].post.description, /unknown until a replica/);
         const example = await s.post('/mlp/predict', body.example);
         t.equal(example.status, 200, 'the documented example works');
     });
+});
+
+t.test('the front door in process: admin routes, docs and error bodies need no deployment', async (t) => {
+    // A controller with no deployments, and a watcher on a file that it refuses (an application list must not be empty).
+    const file = path.join(dir, 'empty.yaml');
+    fs.writeFileSync(file, 'applications: []\n');
+    const controller = new Controller();
+    await controller.apply({ http_options: { host: '127.0.0.1', port: 0, request_timeout_s: 1, max_body_size_mb: 1 }, applications: [] } as ServeConfig, new Map());
+    const server = createServer(controller, new ConfigWatcher(file, controller), { host: '127.0.0.1', port: 0, requestTimeoutMs: 1000, maxBytes: 1024 });
+    const call = async (method: string, url: string, payload?: string | Buffer, headers: Record<string, string> = {}) => {
+        const res = await server.inject({ method, url, payload, headers });
+        const type = String(res.headers['content-type'] ?? '');
+        return { status: res.statusCode, type, headers: res.headers, raw: res.rawPayload, body: /json/.test(type) ? JSON.parse(res.payload) : res.payload };
+    };
+
+    t.test('admin routes: alive, ready with nothing to wait for, status, and a reload that refuses the file', async (t) => {
+        t.same((await call('GET', '/-/healthz')).body, { status: 'ok' });
+        t.same((await call('GET', '/-/ready')).body, { ready: true });
+        const reload = await call('POST', '/-/reload');
+        t.equal(reload.status, 200);
+        t.match(reload.body, { trigger: 'POST /-/reload', result: 'invalid', errors: [/^applications: .*at least 1/] });
+        const status = await call('GET', '/-/status');
+        t.match(status.body, { ready: true, applications: [], config: { file, reloads: 1, last_reload: reload.body } });
+    });
+
+    t.test('/openapi.json lists no path, and is still a valid document', async (t) => {
+        const doc = (await call('GET', '/openapi.json')).body;
+        await validOpenApi(t, doc);
+        t.same(doc.paths, {});
+        t.match(doc.servers, [{ url: /^http:\/\/\S+$/ }]);
+    });
 
     t.test('/docs serves Swagger UI without a CDN', async (t) => {
-        const page = await s.get('/docs');
+        const page = await call('GET', '/docs');
         t.equal(page.status, 200);
+        t.match(page.type, /^text\/html/);
         t.match(page.body, /SwaggerUIBundle\(\{ url: '\/openapi.json'/);
-        t.notMatch(page.body, /https?:\/\//);
-        const js = await fetch(`${s.url}/docs/swagger-ui-bundle.js`);
-        t.equal(js.headers.get('content-type'), 'application/javascript; charset=utf-8');
-        t.ok((await js.text()).length > 100000);
-        t.equal((await s.get('/docs/../../package.json')).status, 404);
-        t.equal((await s.get('/docs/index.html')).status, 404);
+        t.notMatch(page.body, /https?:\/\//, 'nothing fetched from elsewhere');
+        const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
+        const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+        for (const [name, type] of [['swagger-ui.css', 'text/css; charset=utf-8'], ['swagger-ui-bundle.js', 'application/javascript; charset=utf-8'], ['favicon-32x32.png', 'image/png']]) {
+            const file = await call('GET', `/docs/${name}`);
+            t.equal(file.status, 200, name);
+            t.equal(file.type, type, `${name}: its type`);
+            t.equal(file.headers['cache-control'], 'public, max-age=86400', `${name}: cached`);
+            t.equal(sha(file.raw), sha(fs.readFileSync(path.join(swaggerDir, name))), `${name}: swagger-ui-dist's own file`);
+        }
+        t.match((await call('GET', '/docs/index.html')).body, { statusCode: 404, code: 'NOT_FOUND', message: 'no file /docs/index.html' }, 'only those files');
+        t.match((await call('GET', '/docs/../../package.json')).body, { statusCode: 404, code: 'NOT_FOUND' }, 'nothing outside them');
+    });
+
+    t.test('every error, hapi\'s own included, has the one JSON body with a stable code', async (t) => {
+        const json = { 'content-type': 'application/json' };
+        const cases: Array<[string, () => ReturnType<typeof call>, object]> = [
+            ['unknown route', () => call('GET', '/nope'), { statusCode: 404, error: 'Not Found', message: 'no route GET /nope; see /openapi.json', code: 'NOT_FOUND' }],
+            ['unknown route, with a body', () => call('POST', '/nope/predict', '{"inputs": [[1, 2, 3, 4]]}', json), { statusCode: 404, error: 'Not Found', message: 'no route POST /nope/predict; see /openapi.json', code: 'NOT_FOUND' }],
+            ['malformed JSON', () => call('POST', '/nope', '{"inputs": [[1, 2', json), { statusCode: 400, error: 'Bad Request', message: 'Invalid request payload JSON format', code: 'INVALID_JSON' }],
+            ['a content type no route takes', () => call('POST', '/nope', 'x=1', { 'content-type': 'text/plain' }), { statusCode: 415, error: 'Unsupported Media Type', message: 'Unsupported Media Type', code: 'UNSUPPORTED_MEDIA_TYPE' }],
+            ['a body over max_body_size_mb', () => call('POST', '/nope', JSON.stringify({ inputs: Array(1024).fill(0) }), json), { statusCode: 413, error: 'Request Entity Too Large', message: 'Payload content length greater than maximum allowed: 1024', code: 'PAYLOAD_TOO_LARGE' }],
+            ['an image reaches routing as raw bytes', () => call('POST', '/nope', Buffer.from('GIF89a'), { 'content-type': 'image/gif' }), { statusCode: 404, code: 'NOT_FOUND' }]
+        ];
+        for (const [name, send, body] of cases) {
+            const r = await send();
+            t.match(r.type, /^application\/json/, `${name}: JSON`);
+            t.match(r.body, body, name);
+            t.same(Object.keys(r.body), ['statusCode', 'error', 'message', 'code'], `${name}: the one error body`);
+        }
     });
 });

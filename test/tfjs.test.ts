@@ -6,6 +6,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { activate, chooseBackend, installed } from '../lib/runtimes/tfjs-backend';
 import { load } from '../lib/runtimes';
+import { info, near } from './helpers';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsserve-tfjs-'));
 const resources = { cpus: 1, gpus: 0 };
@@ -49,7 +50,7 @@ t.test('a layers model.json saved by tfjs loads from disk and answers like tfjs 
     const expected = await (model.predict(tf.tensor(x, [2, 3])) as tf.Tensor).data();
     const y = out[session.signature.outputs[0].name];
     t.same(y.dims, [2, 2]);
-    Array.from(expected).forEach((v, i) => t.ok(Math.abs(v - (y.data[i] as number)) < 1e-5, `output ${i}`));
+    t.ok(near(y.data as Float32Array, expected), 'the outputs tfjs gives', { found: Array.from(y.data as Float32Array), wanted: Array.from(expected) });
 });
 
 t.test('a graph model.json runs too, and a GPU asked for is refused clearly', async (t) => {
@@ -71,8 +72,8 @@ t.test('a graph model.json runs too, and a GPU asked for is refused clearly', as
     }));
     const session = await load({ runtime: 'tfjs', path: path.join(folder, 'model.json') }, { cpus: 1, gpus: 1 });
     t.match(session.notice, /asked for a GPU, but @tensorflow\/tfjs-node-gpu is not installed/);
-    t.same(session.signature.inputs, [{ name: 'x', type: 'float32', dims: ['batch', 'd1'] }], 'unknown dims get names');
-    t.same(session.signature.outputs, [{ name: 'y', type: 'float32', dims: [] }], 'a graph output of unknown shape and type');
+    t.same(session.signature.inputs, [info('x', 'float32', ['batch', 'd1'])], 'unknown dims get names');
+    t.same(session.signature.outputs, [info('y', 'float32', [])], 'a graph output of unknown shape and type');
     const out = await session.run({ x: { type: 'float32', data: Float32Array.of(1, 1, 3, 4), dims: [2, 2] } });
     t.same(Array.from(out.y.data as Float32Array), [1, 2]);
     t.same(out.y.dims, [2, 1]);

@@ -44,6 +44,13 @@ export interface Plan {
 /** Decoded images may have at most this many pixels (a decompression bomb is refused, not decoded). */
 export const maxPixels = 8192 * 8192;
 
+/**
+ * The resize may make at most this many pixels, or 4 times the size it resizes to if that is more: it is done before
+ * the centre crop, so a long thin image (1 x 1,000,000 pixels, a 2 KB PNG) cropped to a square would first become a
+ * huge one (28 x 28,000,000). Such an image is refused, from its header, before any of that work.
+ */
+export const maxResizedPixels = 2 ** 22;
+
 const formats: Array<[string, RegExp]> = [
     ['JPEG', /^\xff\xd8\xff/],
     ['PNG', /^\x89PNG\r\n\x1a\n/],
@@ -178,9 +185,43 @@ export function makePlan(options: ImageOptions, preprocessor: Record<string, unk
 
 const kernels = { nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos: 'lanczos3' } as const;
 
+/** The first line of libvips' error, or (when its error came from another thread) that the image is broken. */
+const decodeError = (err: unknown, at: string) =>
+    fail('INVALID_MEDIA', `${at} cannot be decoded: ${(err as Error).message.split('\n')[0].replace(/^Warning treated as error.*/, 'it is truncated or corrupt')}`);
+
+/** The size (width, height) the plan resizes to: the target of the stretch or letterbox, or what the crop is cut from. */
+const target = (p: Plan): [number, number] => [Math.max(p.width, p.shortest), Math.max(p.height, p.shortest)];
+
+/**
+ * The size (width, height) the plan's resize makes of a width x height image, before any crop: at most the target when
+ * it stretches or letterboxes; when it crops, the image scaled to cover the target, so as long as thin as the image.
+ */
+export function resizedSize(p: Plan, width: number, height: number): [number, number] {
+    const [w, h] = target(p);
+    if (p.resize !== 'crop') {
+        return [w, h];
+    }
+    const scale = Math.max(w / width, h / height);
+    return [Math.round(width * scale), Math.round(height * scale)];
+}
+
 /** Decodes one image and writes it, normalised, as row `row` of `out` (laid out as the plan says). */
 async function fill(bytes: Uint8Array, p: Plan, out: Float32Array, row: number, at: string): Promise<void> {
     const img = sharp(bytes, { limitInputPixels: maxPixels, failOn: 'warning' }).rotate();
+    // The size in the header (turned as the EXIF orientation says) bounds the resize before it is done.
+    let size: { width: number; height: number };
+    try {
+        size = (await img.metadata()).autoOrient;
+    }
+    catch (err) {
+        throw decodeError(err, at);
+    }
+    const [rw, rh] = resizedSize(p, size.width, size.height);
+    const [w, h] = target(p);
+    const limit = Math.max(maxResizedPixels, 4 * w * h);
+    if (rw * rh > limit) {
+        throw fail('INVALID_MEDIA', `${at} is ${size.width}x${size.height} pixels (width x height): cropping it to ${p.width}x${p.height} would first resize it to ${rw}x${rh}, over the ${limit} pixels taken; an aspect ratio this extreme is refused`);
+    }
     const kernel = kernels[p.resample];
     if (p.resize === 'stretch') {
         img.resize(p.width, p.height, { fit: 'fill', kernel });
@@ -189,16 +230,14 @@ async function fill(bytes: Uint8Array, p: Plan, out: Float32Array, row: number, 
         img.resize(p.width, p.height, { fit: 'inside', kernel });
     }
     else {
-        img.resize(Math.max(p.width, p.shortest), Math.max(p.height, p.shortest), { fit: 'outside', kernel });
+        img.resize(w, h, { fit: 'outside', kernel });
     }
     let decoded: { data: Buffer; info: { width: number; height: number } };
     try {
         decoded = await img.flatten({ background: '#ffffff' }).toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     }
     catch (err) {
-        // libvips says which decoder failed, or (when its error came from another thread) only that a warning was fatal.
-        const why = (err as Error).message.split('\n')[0].replace(/^Warning treated as error.*/, 'it is truncated or corrupt');
-        throw fail('INVALID_MEDIA', `${at} cannot be decoded: ${why}`);
+        throw decodeError(err, at);
     }
     const { data, info: { width: sw, height: sh } } = decoded;
     const { width: W, height: H, channels: C, rescale, mean, std } = p;

@@ -2,7 +2,7 @@
 // multipart/form-data parts, or base64 in JSON ({"<one>": ...} or {"<many>": [...]}, a data: URL prefix allowed);
 // and how OpenAPI describes the forms that are not JSON. What a file must be, and the words of its refusals, are the
 // handler's.
-import { fail } from '../lib/errors';
+import { clip, fail, quote } from '../lib/errors';
 import type { OpenApiExtras, RequestIn } from '../lib/handler';
 
 /** How a handler takes its files, each made into an item T, and the messages it refuses bodies with. */
@@ -65,14 +65,14 @@ export function collect<T>(req: RequestIn, forms: MediaForms<T>): { items: T[]; 
     if (type === 'multipart/form-data') {
         // Every file part, in order; text fields are ignored.
         const files = Object.entries(Object(body) as Record<string, unknown>).flatMap(([name, v]) =>
-            [v].flat().filter(Buffer.isBuffer).map((b, i, all) => forms.fromFile(b, `file part "${name}"${all.length > 1 ? ` #${i + 1}` : ''}`)));
+            [v].flat().filter(Buffer.isBuffer).map((b, i, all) => forms.fromFile(b, `file part ${quote(name)}${all.length > 1 ? ` #${i + 1}` : ''}`)));
         if (!files.length) {
             throw fail('INVALID_BODY', forms.noFile);
         }
         return { items: files, list: files.length > 1 };
     }
     if (type !== 'application/json') {
-        throw fail('UNSUPPORTED_MEDIA_TYPE', forms.unsupported(type));
+        throw fail('UNSUPPORTED_MEDIA_TYPE', forms.unsupported(clip(type)));
     }
     const json = body as Record<string, unknown> | null;
     if (!json || typeof json !== 'object' || Array.isArray(json) || (json[forms.one] === undefined) === (json[forms.many] === undefined)) {

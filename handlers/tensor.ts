@@ -1,14 +1,12 @@
 // The generic tensor handler: named nested arrays in, named nested arrays out, rows batched.
 import Joi from 'joi';
-import { fail } from '../lib/errors';
-import { dtypes, fromBytes, fromFlat, fromNested, toNested, sliceRows, concatRows } from '../lib/tensor';
+import { clip, fail, quote } from '../lib/errors';
+import { checkShape, dtypes, fromBytes, fromFlat, fromNested, shapeMismatch, showDims, toNested, sliceRows, concatRows } from '../lib/tensor';
 import type { Feeds, Tensor } from '../lib/tensor';
 import { fixedBatch, type Signature, type TensorInfo } from '../lib/signature';
 import type { Handler, HandlerFactory, Parsed, RequestIn } from '../lib/handler';
 
 type Item = Feeds;
-
-const showDims = (dims: ReadonlyArray<number | string>): string => `[${dims.join(', ')}]`;
 
 function valueSchema(info: TensorInfo): Joi.Schema {
     const leaf = info.type === 'bool' ? Joi.boolean() : /int/.test(info.type) ? Joi.number().integer() : Joi.number();
@@ -39,7 +37,7 @@ function exampleValue(info: TensorInfo): unknown {
 function inputInfo(sig: Signature, name: string): TensorInfo {
     const info = sig.inputs.find((i) => i.name === name);
     if (!info) {
-        throw fail('INVALID_BODY', `unknown input "${name}"; the model's inputs are ${sig.inputs.map((i) => `"${i.name}"`).join(', ')}`);
+        throw fail('INVALID_BODY', `unknown input ${quote(name)}; the model's inputs are ${sig.inputs.map((i) => `"${i.name}"`).join(', ')}`);
     }
     return info;
 }
@@ -55,15 +53,9 @@ export function check(feeds: Feeds, sig: Signature): Parsed<Item> {
             throw fail('INVALID_BODY', `missing input "${info.name}"`, { input: info.name });
         }
         const mismatch = (why: string): never => {
-            throw fail('INPUT_SHAPE_MISMATCH', `input "${info.name}" expects shape ${showDims(info.dims)}, received ${showDims(t.dims)}${why}`,
-                { input: info.name, expected: info.dims, received: t.dims });
+            throw shapeMismatch(info.name, info.dims, t.dims, why);
         };
-        if (t.dims[0] === 0) {
-            mismatch(': at least one row is needed');
-        }
-        if (t.dims.length !== info.dims.length) {
-            mismatch('');
-        }
+        checkShape(info.name, info.dims, t.dims);
         if (rows >= 0 && t.dims[0] !== rows) {
             mismatch(`: every input must have the same number of rows (${rows})`);
         }
@@ -72,13 +64,7 @@ export function check(feeds: Feeds, sig: Signature): Parsed<Item> {
             mismatch(`: this model takes at most ${cap} rows per request`);
         }
         info.dims.forEach((d, i) => {
-            if (i === 0) {
-                return;
-            }
-            if (typeof d === 'number' && d >= 0 && d !== t.dims[i]) {
-                mismatch('');
-            }
-            if (typeof d === 'string') {
+            if (typeof d === 'string' && i > 0) {
                 const seen = symbols.get(d);
                 if (seen !== undefined && seen !== t.dims[i]) {
                     mismatch(`: dimension "${d}" is ${seen} in another input`);
@@ -126,15 +112,17 @@ const oipRequest = Joi.object({ inputs: Joi.array().items(oipInput).min(1).requi
 function parseOip(body: unknown, sig: Signature, bytes?: (n: number) => Buffer): Feeds {
     const { error, value } = oipRequest.validate(body);
     if (error) {
-        throw fail('INVALID_BODY', error.message);
+        throw fail('INVALID_BODY', clip(error.message));
     }
     const feeds: Feeds = {};
     for (const input of value.inputs as Array<{ name: string; shape: number[]; datatype: string; data?: unknown; parameters?: { binary_data_size?: number } }>) {
         const type = oipTypes.get(input.datatype) as string;
-        const expected = inputInfo(sig, input.name).type;
-        if (expected !== type) {
-            throw fail('INPUT_DTYPE_MISMATCH', `input "${input.name}" expects ${expected}, received datatype ${input.datatype}`, { input: input.name, expected });
+        const info = inputInfo(sig, input.name);
+        if (info.type !== type) {
+            throw fail('INPUT_DTYPE_MISMATCH', `input ${quote(input.name)} expects ${info.type}, received datatype ${input.datatype}`, { input: input.name, expected: info.type });
         }
+        // The shape against the model first; then (fromBytes, fromFlat) against the data sent, before anything is allocated.
+        checkShape(input.name, info.dims, input.shape);
         const n = input.parameters?.binary_data_size;
         feeds[input.name] = bytes && n !== undefined
             ? fromBytes(bytes(n), type, input.shape, input.name)
@@ -181,7 +169,7 @@ export const tensor: HandlerFactory<Item> = () => {
         parse(req: RequestIn, sig) {
             const headerLength = req.headers['inference-header-content-length'];
             if (req.contentType !== 'application/json' && req.contentType !== 'application/octet-stream') {
-                throw fail('UNSUPPORTED_MEDIA_TYPE', `the tensor handler takes application/json or application/octet-stream (Open Inference Protocol binary), not ${req.contentType}`);
+                throw fail('UNSUPPORTED_MEDIA_TYPE', `the tensor handler takes application/json or application/octet-stream (Open Inference Protocol binary), not ${clip(req.contentType)}`);
             }
             if (Buffer.isBuffer(req.payload)) {
                 return check(parseBinary(req.payload, Number(headerLength), sig), sig);
@@ -197,14 +185,16 @@ export const tensor: HandlerFactory<Item> = () => {
                 if (sig.inputs.length !== 1) {
                     throw fail('INVALID_BODY', `this model has ${sig.inputs.length} inputs, so "inputs" must be an object naming each of them`);
                 }
-                return check({ [sig.inputs[0].name]: fromNested(inputs, sig.inputs[0].type, sig.inputs[0].name) }, sig);
+                const [only] = sig.inputs;
+                return check({ [only.name]: fromNested(inputs, only.type, only.name, only.dims) }, sig);
             }
             if (typeof inputs !== 'object') {
                 throw fail('INVALID_BODY', '"inputs" must be an object of nested arrays');
             }
             const feeds: Feeds = {};
             for (const [name, value] of Object.entries(inputs)) {
-                feeds[name] = fromNested(value, inputInfo(sig, name).type, name);
+                const info = inputInfo(sig, name);
+                feeds[name] = fromNested(value, info.type, name, info.dims);
             }
             return check(feeds, sig);
         },

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Joi from 'joi';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { fail } from '../lib/errors';
+import { clip, fail, quote } from '../lib/errors';
 import { classificationSchema, classifications, outputOf } from './classify';
 import { checkCap, perRequest, perRequestSchema } from './items';
 import type { Feeds, Tensor } from '../lib/tensor';
@@ -26,6 +26,18 @@ export interface Encoded {
     ids: number[];
     types: number[];
 }
+
+/** The tokens of a text, or of its cut (TextTokenizer's cut()): `whole` says which. */
+interface Tokens {
+    tokens: string[];
+    whole: boolean;
+}
+
+/**
+ * Tokens a cut of a long text holds beyond those truncation keeps: how a cut ends (the last word, where a tokenizer
+ * without a pre-tokenizer could merge across it) cannot reach the kept tokens.
+ */
+const CUT_MARGIN = 16;
 
 /** The inputs the text handler can feed, by the names Hugging Face models give them. */
 const FED = ['input_ids', 'attention_mask', 'token_type_ids'];
@@ -62,6 +74,11 @@ export class TextTokenizer {
     private readonly left: boolean;
     private readonly unk?: number;
     private readonly specials = new Map<boolean, number>();
+    /**
+     * Characters per token of the first cut of a long text (English averages about 4; a cut with too few tokens is
+     * made longer and tokenised again). Infinity tokenises every text whole.
+     */
+    charsPerToken = 8;
 
     constructor(readonly tokenizer: Tokenizer, json: TokenizerJson, maxLength?: number) {
         const id = (t: string) => tokenizer.token_to_id(t);
@@ -116,17 +133,70 @@ export class TextTokenizer {
         return a <= b ? [half, max - half] : [max - half, half];
     }
 
+    /**
+     * The text cut where a space follows a non-space, at least `chars` long: its start, or its end when truncating from
+     * the left; undefined when no shorter cut is there. Every pre-tokenizer splits at such a space, so the tokens of the
+     * start are the text's first tokens, and those of the end (which begins with the space) its last.
+     */
+    private cut(text: string, chars: number): string | undefined {
+        if (text.length <= chars) {
+            return undefined;
+        }
+        if (!this.left) {
+            const space = /\S /g;
+            space.lastIndex = chars - 1;
+            const found = space.exec(text);
+            return found ? text.slice(0, found.index + 1) : undefined;
+        }
+        let at = text.lastIndexOf(' ', text.length - chars);
+        while (at > 0 && !/\S/.test(text[at + 1])) {
+            at = text.lastIndexOf(' ', at - 1);
+        }
+        return at > 0 ? text.slice(at) : undefined;
+    }
+
+    /**
+     * The tokens of a text, or of a cut of it holding at least `need` of them: a long text is tokenised only as far as
+     * truncation can reach into it. Tokenising a whole 1 MB text takes seconds of the replica's time.
+     */
+    private tokens(text: string, need: number): Tokens {
+        let chars = need * this.charsPerToken;
+        let part: string | undefined;
+        let tokens: string[];
+        do {
+            part = this.cut(text, chars);
+            tokens = this.tokenizer.tokenize(part ?? text);
+            chars *= 4;
+        } while (part !== undefined && tokens.length < need);
+        return { tokens, whole: part === undefined };
+    }
+
     encode(text: string, pair?: string, maxLength = this.maxLength): Encoded {
-        const a = this.tokenizer.tokenize(text);
-        const b = pair === undefined ? null : this.tokenizer.tokenize(pair);
-        const budget = Math.max(0, maxLength - this.special(b !== null));
-        const [na, nb] = TextTokenizer.truncatedLengths(a.length, b?.length ?? 0, budget);
+        const budget = Math.max(0, maxLength - this.special(pair !== undefined));
+        const need = budget + CUT_MARGIN;
+        let a = this.tokens(text, need);
+        let b = pair === undefined ? null : this.tokens(pair, need);
+        // A pair is truncated longest first, an odd budget's last token going to the longer text: a cut text is
+        // tokenised further until the two compare as the whole texts do. Both cut compare so only with an even budget.
+        while (b && !(a.whole && b.whole)) {
+            const [na, nb] = [a.tokens.length, b.tokens.length];
+            if (!a.whole && !b.whole ? budget % 2 === 0 : a.whole ? nb >= na : na > nb) {
+                break;
+            }
+            if (!a.whole && (b.whole || na <= nb)) {
+                a = this.tokens(text, nb + 1);
+            }
+            else {
+                b = this.tokens(pair as string, na + (a.whole ? 0 : 1));
+            }
+        }
+        const [na, nb] = TextTokenizer.truncatedLengths(a.tokens.length, b?.tokens.length ?? 0, budget);
         const cut = (x: string[], n: number) => this.left ? x.slice(x.length - n) : x.slice(0, n);
-        const { tokens, types } = this.post(cut(a, na), b && cut(b, nb));
+        const { tokens, types } = this.post(cut(a.tokens, na), b && cut(b.tokens, nb));
         const ids = tokens.map((t) => {
             const found = this.tokenizer.token_to_id(t) ?? this.unk;
             if (found === undefined) {
-                throw fail('INVALID_BODY', `the token "${t}" is not in the tokenizer's vocabulary, which has no unknown token`);
+                throw fail('INVALID_BODY', `the token ${quote(t)} is not in the tokenizer's vocabulary, which has no unknown token`);
             }
             return found;
         });
@@ -172,7 +242,7 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
 
         parse(req, sig) {
             if (req.contentType !== 'application/json') {
-                throw fail('UNSUPPORTED_MEDIA_TYPE', `the text handler takes application/json, not ${req.contentType || 'a body without a content type'}; ${USAGE}`);
+                throw fail('UNSUPPORTED_MEDIA_TYPE', `the text handler takes application/json, not ${clip(req.contentType) || 'a body without a content type'}; ${USAGE}`);
             }
             const body = req.payload as Record<string, unknown> | null;
             if (!body || typeof body !== 'object' || Array.isArray(body)) {
@@ -180,7 +250,7 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
             }
             const extra = Object.keys(body).filter((k) => !['text', 'text_pair', 'texts'].includes(k));
             if (extra.length || ('texts' in body) === ('text' in body) || ('texts' in body && 'text_pair' in body)) {
-                throw fail('INVALID_BODY', `${USAGE}${extra.length ? `; unknown field "${extra[0]}"` : ''}`);
+                throw fail('INVALID_BODY', `${USAGE}${extra.length ? `; unknown field ${quote(extra[0])}` : ''}`);
             }
             let item: TextItem;
             if ('text' in body) {

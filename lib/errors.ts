@@ -10,6 +10,7 @@ export const catalogue = {
     INPUT_DTYPE_MISMATCH: { status: 400, message: 'Input has the wrong type' },
     NOT_FOUND: { status: 404, message: 'No route' },
     METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed' },
+    CLIENT_TIMEOUT: { status: 408, message: 'The request did not arrive in time' },
     PAYLOAD_TOO_LARGE: { status: 413, message: 'Request body too large' },
     UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported content type' },
     CLIENT_CLOSED_REQUEST: { status: 499, message: 'The client closed the connection before the answer' },
@@ -30,12 +31,30 @@ export function fail(code: ErrorCode, message?: string, details?: Record<string,
     return new Boom.Boom(message ?? entry.message, { statusCode: entry.status, data: { code, ...details } });
 }
 
-const byStatus: Record<number, ErrorCode> = { 400: 'BAD_REQUEST', 404: 'NOT_FOUND', 405: 'METHOD_NOT_ALLOWED', 413: 'PAYLOAD_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE' };
+const byStatus: Record<number, ErrorCode> = { 400: 'BAD_REQUEST', 404: 'NOT_FOUND', 405: 'METHOD_NOT_ALLOWED', 408: 'CLIENT_TIMEOUT', 413: 'PAYLOAD_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE' };
+
+/** Text a client sent (a name, a path, a media type), cut to `max` characters with an ellipsis, for a message to quote. */
+export function clip(text: string, max = 100): string {
+    return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
+/** A value a client sent, as a message quotes it: a string as JSON, cut by clip(); a number, boolean or null as it is; only the kind of an array or object. */
+export function quote(value: unknown): string {
+    if (typeof value === 'string') {
+        return JSON.stringify(clip(value));
+    }
+    if (value !== null && typeof value === 'object') {
+        return Array.isArray(value) ? 'an array' : 'an object';
+    }
+    return clip(String(value));
+}
 
 /** The one JSON error body every route returns: `{statusCode, error, message, code, details?}`. */
 export function shape(err: Boom.Boom): void {
-    // hapi's own errors carry other data (or none): only our `code` and details are shown.
-    const { code, ...details } = { ...(err.data as { code?: ErrorCode }) };
+    // hapi's own errors carry other data (a framework error, a response, or none): only ours, with a catalogue code, is shown.
+    const data = err.data as { code?: unknown } | null | undefined;
+    const ours = typeof data?.code === 'string' && Object.hasOwn(catalogue, data.code);
+    const { code, ...details } = ours ? data as { code: ErrorCode } : { code: undefined };
     const payload = err.output.payload as unknown as Record<string, unknown>;
     payload.code = code ?? (/payload JSON/.test(err.message) ? 'INVALID_JSON' : byStatus[err.output.statusCode] ?? (err.output.statusCode < 500 ? 'BAD_REQUEST' : 'INTERNAL'));
     if (code) {

@@ -1,10 +1,12 @@
 // The HTTP front door (hapi): model routes dispatched through the controller's route table, admin routes, docs.
 // Model routes go through one catch-all route, because hapi cannot remove a route and serve.yaml can.
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import Hapi from '@hapi/hapi';
 import Boom from '@hapi/boom';
-import { fail, shape } from './errors';
+import { clip, fail, shape } from './errors';
 import { document } from './openapi';
 import { takesRaw } from '../handlers/registry';
 import type { Controller } from './controller';
@@ -18,19 +20,89 @@ declare module '@hapi/hapi' {
     }
 }
 
+/** How long a client may take to send a request's headers (Node's server.headersTimeout), unless createServer is told otherwise. */
+export const HEADERS_TIMEOUT_MS = 10_000;
+
+/**
+ * How long a request's body may take to arrive once its headers have, unless createServer is told otherwise: hapi's own
+ * payload timeout, answered at once rather than after waiting for the rest of a body that stalls or trickles.
+ */
+export const BODY_TIMEOUT_MS = 10_000;
+
 export interface HttpOptions {
     host: string;
     port: number;
     requestTimeoutMs: number;
     maxBytes: number;
+    /** default HEADERS_TIMEOUT_MS */
+    headersTimeoutMs?: number;
+    /** default BODY_TIMEOUT_MS */
+    bodyTimeoutMs?: number;
 }
 
 const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
-const swaggerFiles: Record<string, string> = {
-    'swagger-ui.css': 'text/css',
-    'swagger-ui-bundle.js': 'application/javascript',
-    'favicon-32x32.png': 'image/png'
-};
+// A Map, not an object: a name such as "constructor" must not find Object.prototype's.
+const swaggerFiles = new Map([
+    ['swagger-ui.css', 'text/css'],
+    ['swagger-ui-bundle.js', 'application/javascript'],
+    ['favicon-32x32.png', 'image/png']
+]);
+
+/** An error's catalogue body, and the headers that go with it on a connection that closes after it. */
+function closingAnswer(err: Boom.Boom): { status: number; headers: Record<string, string | number>; body: string } {
+    shape(err);
+    const body = JSON.stringify(err.output.payload);
+    return { status: err.output.statusCode, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' }, body };
+}
+
+/**
+ * Answers a request outside hapi's lifecycle: one whose body has not arrived, while hapi still waits for it. The
+ * connection closes once the answer is written (Connection: close), hapi sees the request aborted and writes nothing.
+ */
+function answerNow(res: http.ServerResponse, err: Boom.Boom): void {
+    /* c8 ignore next 4 */
+    if (res.headersSent) {
+        // hapi answered in the same instant, without the rest of the body (a malformed chunk), and closes the connection itself.
+        return;
+    }
+    const { status, headers, body } = closingAnswer(err);
+    res.writeHead(status, headers).end(body);
+}
+
+/**
+ * Bounds how long a request's body may take. hapi's own payload timeout answers only once the rest of the body has been
+ * read (it drains a refused body, so that the client reads the answer), which a stalled body never gives: this deadline
+ * answers at once (408, or 413 for a body already known to be too large) and closes the connection. It ends with the body.
+ */
+function watchBody(request: Hapi.Request, timeoutMs: number, maxBytes: number): void {
+    const { req, res } = request.raw;
+    let received = 0;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (req.headers['content-length'] === undefined) {
+        // A chunked body over maxBytes is refused by hapi's reader, which also destroys the stream it reads: the request,
+        // so the connection and the answer with it, unless a tap ('peek') stands between them. The tap also counts.
+        request.events.on('peek', (chunk: string | Buffer) => {
+            received += chunk.length;
+        });
+    }
+    const timer = setTimeout(() => answerNow(res, declared > maxBytes || received > maxBytes
+        ? fail('PAYLOAD_TOO_LARGE', `Payload content length greater than maximum allowed: ${maxBytes}`)
+        : fail('CLIENT_TIMEOUT', `the request's body did not arrive within ${timeoutMs / 1000} s`)), timeoutMs);
+    // 'close' comes once the body has been read to its end, or the connection lost.
+    req.once('close', () => clearTimeout(timer));
+}
+
+/**
+ * hapi's payload errors in the catalogue's terms: a multipart body over the limit is 413 (hapi's multipart reader says
+ * so only inside a 400), and the framework's own error objects are never shown (shape() shows no data but ours).
+ */
+function payloadError(err: Boom.Boom, maxBytes: number): Boom.Boom {
+    const inner = err.data as unknown;
+    if (Boom.isBoom(inner) && inner.output.statusCode === 413) {
+        return fail('PAYLOAD_TOO_LARGE', `Payload content length greater than maximum allowed: ${maxBytes}`);
+    }
+    return err;
+}
 
 const docsPage = `<!doctype html>
 <html lang="en">
@@ -41,6 +113,24 @@ const docsPage = `<!doctype html>
 
 export function createServer(controller: Controller, watcher: ConfigWatcher, options: HttpOptions): Hapi.Server {
     const server = Hapi.server({ host: options.host, port: options.port, router: { stripTrailingSlash: true } });
+    const headersTimeoutMs = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+    const bodyTimeoutMs = options.bodyTimeoutMs ?? BODY_TIMEOUT_MS;
+
+    // Node's own limits on the listener: the headers within headersTimeoutMs; the whole request within Node's
+    // requestTimeout, a backstop behind the body's deadline, which answers first. Checked every second (Node: 30 s).
+    const listener = server.listener;
+    listener.headersTimeout = headersTimeoutMs;
+    listener.requestTimeout = headersTimeoutMs + bodyTimeoutMs + 1000;
+    // (Node reads it when the listener starts; @types/node does not declare it)
+    Object.assign(listener, { connectionsCheckingInterval: Math.min(1000, headersTimeoutMs) });
+    // Headers that do not arrive in time get the catalogue's 408 rather than hapi's bare 400. hapi's own handler runs
+    // next; it finds the socket ended, and what it writes goes nowhere. With a request under way, hapi answers itself.
+    listener.prependListener('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: unknown }) => {
+        if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && !socket._httpMessage) {
+            const { status, headers, body } = closingAnswer(fail('CLIENT_TIMEOUT', `the request's headers did not arrive within ${headersTimeoutMs / 1000} s`));
+            socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`);
+        }
+    });
 
     // hapi parses JSON and multipart bodies itself; an image or audio body reaches the handler as raw bytes, and
     // the handler sees the media type the client sent.
@@ -51,6 +141,10 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         request.app.contentType = mime;
         if (takesRaw(mime)) {
             request.headers['content-type'] = 'application/octet-stream';
+        }
+        // hapi reads no body for GET and HEAD (Node discards one, within its requestTimeout).
+        if ((request.headers['content-length'] || request.headers['transfer-encoding']) && request.method !== 'get' && request.method !== 'head') {
+            watchBody(request, bodyTimeoutMs, options.maxBytes);
         }
         return h.continue;
     });
@@ -86,9 +180,9 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         {
             method: 'GET', path: '/docs/{file}', handler: (request, h) => {
                 const file = String(request.params.file);
-                const type = swaggerFiles[file];
+                const type = swaggerFiles.get(file);
                 if (!type) {
-                    throw fail('NOT_FOUND', `no file /docs/${file}`);
+                    throw fail('NOT_FOUND', `no file /docs/${clip(file)}`);
                 }
                 return h.response(fs.readFileSync(path.join(swaggerDir, file))).type(type).header('cache-control', 'public, max-age=86400');
             }
@@ -99,14 +193,19 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
             options: {
                 payload: {
                     parse: true, output: 'data', maxBytes: options.maxBytes, multipart: { output: 'data' },
-                    allow: ['application/json', 'application/octet-stream', 'multipart/form-data']
+                    allow: ['application/json', 'application/octet-stream', 'multipart/form-data'],
+                    // watchBody() bounds the time a body takes
+                    timeout: false,
+                    failAction: (_request, _h, err) => {
+                        throw payloadError(err as Boom.Boom, options.maxBytes);
+                    }
                 }
             },
             handler: async (request, h) => {
                 const byMethod = controller.routes.get(request.path);
                 const method = request.method.toUpperCase();
                 if (!byMethod) {
-                    throw fail('NOT_FOUND', `no route ${method} ${request.path}; see /openapi.json`);
+                    throw fail('NOT_FOUND', `no route ${clip(method)} ${clip(request.path)}; see /openapi.json`);
                 }
                 const route = byMethod.get(method);
                 if (!route) {

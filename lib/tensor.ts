@@ -1,6 +1,7 @@
 // Tensors: the type every handler and runtime exchanges, and its ways in and out of JSON (nested arrays <-> typed
 // arrays, dtype checks) and of batches (rows sliced and concatenated).
-import { fail } from './errors';
+import type { Boom } from '@hapi/boom';
+import { clip, fail, quote } from './errors';
 
 export type TypedArray = Float32Array | Float64Array | Int8Array | Uint8Array | Int16Array | Uint16Array
     | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
@@ -43,32 +44,90 @@ export const dtypes: Record<string, DType> = {
 export function dtype(type: string, input: string): DType {
     const d = dtypes[type];
     if (!d) {
-        throw fail('INPUT_DTYPE_MISMATCH', `input "${input}" has type ${type}, which tsserve cannot take as JSON`);
+        throw fail('INPUT_DTYPE_MISMATCH', `input ${quote(input)} has type ${type}, which tsserve cannot take as JSON`);
     }
     return d;
 }
 
 export const size = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
 
-/** Dims of a nested array, read along its first elements. */
-function dimsOf(value: unknown): number[] {
+/** Dims as messages show them: `[batch, 4]`, cut short when a client sent absurdly many. */
+export const showDims = (dims: ReadonlyArray<number | string>): string => clip(`[${dims.join(', ')}]`);
+
+/** Ranks beyond any model's: nested arrays deeper than this are refused, whatever their input. */
+export const maxRank = 64;
+
+/** Tensors of more values than this are checked to be rectangular before their memory is allocated. */
+const allocCheckAbove = 1 << 16;
+
+/**
+ * INPUT_SHAPE_MISMATCH for an input of the model whose `expected` dims the `received` ones do not fit, for `reason`
+ * (": ...", or nothing). Only as many received dims as the model has, and one more, are shown: a client's may be many.
+ */
+export function shapeMismatch(input: string, expected: ReadonlyArray<number | string>, received: readonly number[], reason = ''): Boom {
+    const shown = received.slice(0, expected.length + 1);
+    return fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} expects shape ${showDims(expected)}, received ${showDims(shown)}${received.length > shown.length ? ' and more dims' : ''}${reason}`,
+        { input, expected, received: shown });
+}
+
+/** Throws shapeMismatch() unless `dims` fit a model input's `expected` dims: the same rank, a first row, every fixed dim after the first (the batch). */
+export function checkShape(input: string, expected: ReadonlyArray<number | string>, dims: readonly number[]): void {
+    if (dims[0] === 0) {
+        throw shapeMismatch(input, expected, dims, ': at least one row is needed');
+    }
+    if (dims.length !== expected.length || expected.some((d, i) => i > 0 && typeof d === 'number' && d >= 0 && d !== dims[i])) {
+        throw shapeMismatch(input, expected, dims);
+    }
+}
+
+/** Dims of a nested array, read along its first elements, at most `rank` levels deep; undefined when it goes deeper. */
+function dimsOf(value: unknown, rank: number): number[] | undefined {
     const dims: number[] = [];
     while (Array.isArray(value)) {
+        if (dims.length === rank) {
+            return undefined;
+        }
         dims.push(value.length);
         value = value[0];
     }
     return dims;
 }
 
-/** Nested JSON arrays to a typed tensor, checking that it is rectangular and of the right type. */
-export function fromNested(value: unknown, type: string, input: string): Tensor {
+/** Whether every array above the leaves has its dim's length: then a tensor of these dims has as many values as were sent. */
+function rectangular(value: unknown, dims: readonly number[], depth = 0): boolean {
+    if (depth === dims.length - 1) {
+        return true;
+    }
+    return (value as unknown[]).every((row) => Array.isArray(row) && row.length === dims[depth + 1] && rectangular(row, dims, depth + 1));
+}
+
+/**
+ * Nested JSON arrays to a typed tensor, checking that it is rectangular and of the right type. With `expected` (the
+ * model input's dims), its shape is checked against them first (checkShape()), reading no deeper than their rank.
+ * Nothing is allocated before the shape is known to be what was sent: a body can name dims whose product is huge
+ * (one long first row, then short ones), but not send that many values.
+ */
+export function fromNested(value: unknown, type: string, input: string, expected?: ReadonlyArray<number | string>): Tensor {
     const d = dtype(type, input);
-    const dims = dimsOf(value);
+    const dims = dimsOf(value, expected?.length ?? maxRank);
+    if (!dims) {
+        throw fail('INPUT_SHAPE_MISMATCH', expected ? `input ${quote(input)} expects shape ${showDims(expected)}, received arrays nested more than ${expected.length} deep`
+            : `input ${quote(input)} is arrays nested more than ${maxRank} deep`, { input, ...expected && { expected } });
+    }
+    const ragged = (): never => {
+        throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} is ragged: every row must have the same length`, { input });
+    };
+    if (expected) {
+        checkShape(input, expected, dims);
+    }
+    if (size(dims) > allocCheckAbove && !rectangular(value, dims)) {
+        ragged();
+    }
     const data = new d.ctor(size(dims));
     const [lo, hi] = d.range ?? [-Infinity, Infinity];
     let at = 0;
     const bad = (v: unknown): never => {
-        throw fail('INPUT_DTYPE_MISMATCH', `input "${input}" expects ${type} values, received ${JSON.stringify(v)}`, { input, expected: type });
+        throw fail('INPUT_DTYPE_MISMATCH', `input ${quote(input)} expects ${type} values, received ${quote(v)}`, { input, expected: type });
     };
     const walk = (v: unknown, depth: number): void => {
         if (depth === dims.length) {
@@ -82,9 +141,9 @@ export function fromNested(value: unknown, type: string, input: string): Tensor 
             return;
         }
         if (!Array.isArray(v) || v.length !== dims[depth]) {
-            throw fail('INPUT_SHAPE_MISMATCH', `input "${input}" is ragged: every row must have the same length`, { input });
+            ragged();
         }
-        for (const x of v) {
+        for (const x of v as unknown[]) {
             walk(x, depth + 1);
         }
     };
@@ -95,7 +154,7 @@ export function fromNested(value: unknown, type: string, input: string): Tensor 
 /** A flat array (the Open Inference Protocol's JSON form) to a typed tensor. */
 export function fromFlat(values: unknown, type: string, dims: number[], input: string): Tensor {
     if (!Array.isArray(values) || values.length !== size(dims) || values.some(Array.isArray)) {
-        throw fail('INPUT_SHAPE_MISMATCH', `input "${input}" declares shape [${dims.join(', ')}], so "data" must be a flat array of ${size(dims)} values`, { input });
+        throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} declares shape ${showDims(dims)}, so "data" must be a flat array of ${size(dims)} values`, { input });
     }
     const t = fromNested(values, type, input);
     t.dims = dims;
@@ -106,7 +165,7 @@ export function fromFlat(values: unknown, type: string, dims: number[], input: s
 export function fromBytes(bytes: Buffer, type: string, dims: number[], input: string): Tensor {
     const d = dtype(type, input);
     if (bytes.length !== size(dims) * d.ctor.BYTES_PER_ELEMENT) {
-        throw fail('INPUT_SHAPE_MISMATCH', `input "${input}" has ${bytes.length} bytes, but shape [${dims.join(', ')}] of ${type} needs ${size(dims) * d.ctor.BYTES_PER_ELEMENT}`, { input });
+        throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} has ${bytes.length} bytes, but shape ${showDims(dims)} of ${type} needs ${size(dims) * d.ctor.BYTES_PER_ELEMENT}`, { input });
     }
     const copy = new Uint8Array(bytes).buffer;
     return { type, data: new d.ctor(copy), dims };

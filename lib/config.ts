@@ -6,6 +6,8 @@ import yaml from 'js-yaml';
 import * as Schemas from '../schemas/serve';
 import { isModule } from '../handlers/registry';
 import { modelContent, modelFile } from './model-files';
+import { DigestCache } from './digests';
+import { substitute } from './env';
 import type { ServeConfig, DeploymentConfig } from '../schemas/serve';
 
 export interface ConfigIssue {
@@ -144,7 +146,11 @@ export function parse(text: string, base: string, file = '<inline>'): ServeConfi
     catch (err) {
         throw new ConfigError(file, [{ path: '', message: `YAML syntax error: ${(err as Error).message}` }]);
     }
-    return validate(doc, base, file);
+    const { value, issues } = substitute(doc);
+    if (issues.length) {
+        throw new ConfigError(file, issues.map((i) => ({ path: formatPath(i.at), message: i.message })));
+    }
+    return validate(value, base, file);
 }
 
 export function load(file: string): ServeConfig {
@@ -174,13 +180,13 @@ const sha256 = (data: string | Buffer): string => crypto.createHash('sha256').up
 
 /**
  * The content of a deployment's model (its file, or every file of its folder) and of its handler module when it
- * has its own, so that a file replaced in place is a new version.
+ * has its own, so that a file replaced in place is a new version. Each file is read through `files` (lib/digests.ts):
+ * asynchronously, and only when it changed since that cache last read it.
  */
-export function contentDigest(d: DeploymentConfig): string {
+export async function contentDigest(d: DeploymentConfig, files = new DigestCache()): Promise<string> {
     const hash = crypto.createHash('sha256');
-    const files = [...modelContent(d.model), ...(isModule(d.handler) ? [d.handler] : [])];
-    for (const file of files) {
-        hash.update(path.relative(d.model.path, file)).update('\0').update(sha256(fs.readFileSync(file)));
+    for (const file of [...modelContent(d.model), ...(isModule(d.handler) ? [d.handler] : [])]) {
+        hash.update(path.relative(d.model.path, file)).update('\0').update(await files.digest(file));
     }
     return hash.digest('hex');
 }
@@ -188,7 +194,7 @@ export function contentDigest(d: DeploymentConfig): string {
 /** The key of a deployment's content digest: what it is made of, not what it is called. */
 export const digestKey = (d: DeploymentConfig): string => `${d.model.path}\0${d.handler}`;
 
-/** A stable hash of one deployment's config and model: its version in status and in reloads. */
-export function version(d: DeploymentConfig, modelDigest = contentDigest(d)): string {
+/** A stable hash of one deployment's config and its content digest (contentDigest()): its version in status and in reloads. */
+export function version(d: DeploymentConfig, modelDigest: string): string {
     return sha256(canonical(d) + modelDigest).slice(0, 12);
 }

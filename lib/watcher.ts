@@ -1,13 +1,16 @@
 // Live config: watch serve.yaml and its model files, and apply each real change once, as a rolling update.
 // Folders are watched, not files: editors save by renaming a temp file over the old one, and Kubernetes updates a
-// ConfigMap by swapping a `..data` symlink, neither of which a watch on the file itself sees. Any event in a
-// watched folder schedules a look; what decides is the content (hashes), never timestamps.
+// ConfigMap by swapping a `..data` symlink, neither of which a watch on the file itself sees. Only an event on a path
+// the config is made of schedules a look: serve.yaml, each link on the way to it or to a model, each model file, what
+// a model folder holds (as deep as it is read), each handler module. A log or an editor's swap file written beside
+// serve.yaml does nothing. In a look, what decides is the content (hashes), never timestamps.
 import path from 'node:path';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import yaml from 'js-yaml';
 import chokidar, { type FSWatcher } from 'chokidar';
 import { ConfigError, contentDigest, digestKey, load } from './config';
-import { modelContent } from './model-files';
+import { DigestCache } from './digests';
 import { isModule } from '../handlers/registry';
 import { log } from './log';
 import type { Changes, Controller } from './controller';
@@ -26,39 +29,82 @@ export interface ReloadResult {
 
 const debounceMs = 150;
 
+/** How deep a model folder is read, below the folder itself (lib/model-files.ts, modelContent). */
+const modelDepth = 2;
+
+/** Links followed in a row before a path is taken as it is (Linux's own limit): a loop of links ends. */
+const maxLinks = 40;
+
+/** What the watcher looks out for, worked out afresh after each look (a link may point elsewhere since). */
+interface Targets {
+    /** the files and links the config is made of, each at the real path of its folder (as events name them) */
+    files: Set<string>;
+    /** model folders (real paths): what changes inside them, as deep as they are read, changes a model */
+    trees: string[];
+    /** the folders to watch (real paths) */
+    dirs: Set<string>;
+}
+
 export class ConfigWatcher {
     /** what the running version was made from: the file's text and its models' content */
     private fingerprint = '';
-    private watcher?: FSWatcher;
+    /** the running config */
+    private serving?: ServeConfig;
+    private targets: Targets = { files: new Set(), trees: [], dirs: new Set() };
+    /** oldest first: a new one replaces the others once it is ready, so that no event falls between them */
+    private readonly watchers: FSWatcher[] = [];
+    private closed = false;
     private timer?: NodeJS.Timeout;
     private running?: Promise<ReloadResult>;
     private next?: Promise<ReloadResult>;
     reloads = 0;
     last?: ReloadResult;
 
-    constructor(readonly file: string, private readonly controller: Controller) {}
+    /** `digests` reads the model files, each again only when it changed (lib/digests.ts). */
+    constructor(readonly file: string, private readonly controller: Controller, readonly digests = new DigestCache()) {}
 
     /** Applies the file for the first time; a ConfigError here is the caller's to report. */
     async start(config: ServeConfig): Promise<Changes> {
-        const digests = modelDigests(config);
+        const digests = await modelDigests(config, this.digests);
+        this.digests.sweep();
         this.fingerprint = fingerprint(this.file, digests);
         const changes = await this.controller.apply(config, digests);
-        this.watch(config);
+        this.serving = config;
+        await this.watch(config);
         return changes;
     }
 
-    private watch(config: ServeConfig): void {
-        // Each file's own folder and, where it is a link, its target's folder (resolved afresh on every reload).
-        // A model folder's files are watched through their own folders (it is read two levels deep).
-        const files = [this.file, ...config.applications.flatMap((a) => a.deployments.flatMap((d) =>
-            [d.model.path, ...modelContent(d.model), ...(isModule(d.handler) ? [d.handler] : [])]))];
-        const dirs = [...new Set(files.flatMap((f) => [f, fs.realpathSync(f)]).map((f) => path.dirname(f)))];
-        this.watcher?.close();
-        this.watcher = chokidar.watch(dirs, { ignoreInitial: true, depth: 0, followSymlinks: false })
-            .on('all', () => {
-                clearTimeout(this.timer);
-                this.timer = setTimeout(() => this.reload('file change'), debounceMs);
-            });
+    /**
+     * Watches the file and what a config is made of (its model paths and handler modules), and the `extra` paths:
+     * nothing without a valid config seen yet, nor after close(). Resolves once the watch is up.
+     */
+    private async watch(config: ServeConfig | undefined, extra: string[] = []): Promise<void> {
+        if (this.closed || !config) {
+            return;
+        }
+        const next = targets([this.file, ...sources(config), ...extra]);
+        const same = next.dirs.size === this.targets.dirs.size && [...next.dirs].every((d) => this.targets.dirs.has(d));
+        this.targets = next;
+        if (same) {
+            return;
+        }
+        let ready = false;
+        const watcher = chokidar.watch([...next.dirs], { ignoreInitial: true, depth: 0, followSymlinks: false })
+            .on('all', (event, p) => {
+                // Until it is ready, a new watch reports the links it finds as added: what was there before is no change.
+                if (ready && relevant(this.targets, event, p)) {
+                    clearTimeout(this.timer);
+                    this.timer = setTimeout(() => this.reload('file change'), debounceMs);
+                }
+            })
+            /* c8 ignore next - the file system's own failures (no inotify watch left, say), which no test can cause */
+            .on('error', (err) => log.warn(`watching for changes: ${(err as Error).message}`));
+        this.watchers.push(watcher);
+        await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+        ready = true;
+        for (const old of this.watchers.splice(0, this.watchers.indexOf(watcher))) {
+            void old.close();
+        }
     }
 
     /**
@@ -86,24 +132,35 @@ export class ConfigWatcher {
         let print: string;
         try {
             config = load(this.file);
-            digests = modelDigests(config);
+            digests = await modelDigests(config, this.digests);
             print = fingerprint(this.file, digests);
         }
         catch (err) {
-            /* c8 ignore next - only a file vanishing between validation and hashing throws anything but a ConfigError */
+            // a ConfigError, or a file gone between validation and hashing
             const issues = err instanceof ConfigError ? err.issues : [{ path: '', message: (err as Error).message }];
             const errors = issues.map(ConfigError.line);
             log.error(`reload (${trigger}) refused, the running version keeps serving:\n  - ${errors.join('\n  - ')}`);
+            // The file's links may point elsewhere now, and a model it names may be yet to come: its arrival is a change.
+            void this.watch(this.serving, named(this.file));
             return this.record({ at, trigger, result: 'invalid', config_version: this.version, errors });
         }
+        this.digests.sweep();
+        void this.watch(config);
         if (print === this.fingerprint) {
-            log.info(`reload (${trigger}): no change`);
-            return { at, trigger, result: 'unchanged', config_version: this.version };
+            if (this.last?.result !== 'invalid') {
+                log.info(`reload (${trigger}): no change`);
+                return { at, trigger, result: 'unchanged', config_version: this.version };
+            }
+            // The running version's file is back after a refused one: it is the file in force, and the refusal is over.
+            log.info(`reload (${trigger}): the file is the running version again, nothing to change`);
+            const unchanged = config.applications.flatMap((a) => a.deployments.map((d) => `${a.name}/${d.name}`));
+            const changes: Changes = { added: [], removed: [], updated: [], replaced: [], unchanged, errors: [], notices: [] };
+            return this.record({ at, trigger, result: 'applied', config_version: this.version, changes, errors: [] });
         }
         log.info(`reload (${trigger}): applying ${this.file}`);
         const changes = await this.controller.apply(config, digests);
         this.fingerprint = print;
-        this.watch(config);
+        this.serving = config;
         const summary = (['added', 'removed', 'replaced', 'updated'] as const).map((k) => `${k}: ${changes[k].join(', ') || '-'}`).join('; ');
         log.info(`reload applied (${summary})`);
         for (const line of [...changes.errors, ...changes.notices]) {
@@ -127,18 +184,128 @@ export class ConfigWatcher {
     }
 
     async close(): Promise<void> {
+        this.closed = true;
         clearTimeout(this.timer);
-        await this.watcher?.close();
+        await Promise.all(this.watchers.splice(0).map((w) => w.close()));
     }
 }
 
-/** Each model file's content hash, read once per look and shared with the controller. */
-function modelDigests(config: ServeConfig): Map<string, string> {
-    const deployments = config.applications.flatMap((a) => a.deployments);
-    return new Map(deployments.map((d) => [digestKey(d), contentDigest(d)]));
+/** Each deployment's content digest (by digestKey), read through the watcher's cache and shared with the controller. */
+async function modelDigests(config: ServeConfig, files: DigestCache): Promise<Map<string, string>> {
+    const digests = new Map<string, string>();
+    for (const d of config.applications.flatMap((a) => a.deployments)) {
+        digests.set(digestKey(d), await contentDigest(d, files));
+    }
+    return digests;
 }
 
 /** What a running version is made of: the file's text and its models' content. */
 function fingerprint(file: string, digests: Map<string, string>): string {
     return crypto.createHash('sha256').update(fs.readFileSync(file)).update([...digests.values()].join()).digest('hex');
+}
+
+/** The model paths and handler modules of a valid config (absolute: validation resolved them). */
+const sources = (config: ServeConfig): string[] =>
+    config.applications.flatMap((a) => a.deployments).flatMap((d) => [d.model.path, d.handler]).filter(isModule);
+
+/** The model paths and handler modules a refused file names, read leniently (a built-in handler's name is no path). */
+function named(file: string): string[] {
+    try {
+        const doc = yaml.load(fs.readFileSync(file, 'utf8')) as { applications: Array<{ deployments: Array<{ model: { path: unknown }; handler: unknown }> }> };
+        return doc.applications.flatMap((a) => a.deployments).flatMap((d) => [d.model.path, d.handler])
+            .filter((p): p is string => typeof p === 'string' && isModule(p)).map((p) => path.resolve(path.dirname(file), p));
+    }
+    catch {
+        // no YAML, or not of the form above: the running version's paths are watched still
+        return [];
+    }
+}
+
+/** The paths to look out for and the folders to watch, for these files and model folders. */
+function targets(paths: string[]): Targets {
+    const t: Targets = { files: new Set(), trees: [], dirs: new Set() };
+    const memo = new Map<string, string>();
+    const tree = (dir: string, depth: number): void => {
+        t.dirs.add(dir);
+        let entries: fs.Dirent[] = [];
+        try {
+            entries = fs.readdirSync(dir, { withFileTypes: true });
+        }
+        catch {
+            // gone since the look: its folder is watched, and what comes there next makes another look
+        }
+        for (const e of entries) {
+            const p = path.join(dir, e.name);
+            if (e.isDirectory()) {
+                if (depth) {
+                    tree(p, depth - 1);
+                }
+            }
+            else if (e.isSymbolicLink()) {
+                // a link out of the folder (to a Hugging Face cache's blobs, say): its target's folder is watched too
+                t.files.add(resolve(p, t.files, memo));
+            }
+        }
+    };
+    for (const p of paths) {
+        const real = resolve(p, t.files, memo);
+        t.files.add(real);
+        if (isDir(real)) {
+            t.trees.push(real);
+            tree(real, modelDepth);
+        }
+    }
+    // a folder that is not there (yet), or that a loop of links hides, cannot be watched
+    for (const d of [...t.files].map((f) => path.dirname(f)).filter(isDir)) {
+        t.dirs.add(d);
+    }
+    return t;
+}
+
+/** Whether p is a folder, links followed: not when it is missing or a loop of links. */
+function isDir(p: string): boolean {
+    try {
+        return fs.statSync(p).isDirectory();
+    }
+    catch {
+        return false;
+    }
+}
+
+/**
+ * The real path of p (absolute). Each link met on the way, in any component, is added to links at the real path of
+ * its folder: swapping one of them (Kubernetes' `..data`) changes what p names. A missing component ends the walk.
+ */
+function resolve(p: string, links: Set<string>, memo: Map<string, string>, hops = 0): string {
+    const parent = path.dirname(p);
+    const known = memo.get(p);
+    if (parent === p || known !== undefined) {
+        return known ?? p;
+    }
+    const dir = resolve(parent, links, memo, hops);
+    const here = path.join(dir, path.basename(p));
+    let target: string | undefined;
+    try {
+        target = fs.readlinkSync(here);
+    }
+    catch {
+        // not a link, or not there
+    }
+    let real = here;
+    if (target !== undefined && hops < maxLinks) {
+        links.add(here);
+        real = resolve(path.resolve(dir, target), links, memo, hops + 1);
+    }
+    memo.set(p, real);
+    return real;
+}
+
+/** Whether an event (chokidar's name and path) is on what the config is made of. */
+function relevant(t: Targets, event: string, p: string): boolean {
+    return t.files.has(p) || t.trees.some((root) => {
+        const rel = path.relative(root, p);
+        const below = rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
+        // a file as deep as the folder is read, a folder one level less (what it holds is not read)
+        return below && rel.split(path.sep).length + (event.endsWith('Dir') ? 1 : 0) <= modelDepth + 1;
+    });
 }

@@ -2,13 +2,17 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError, load, parse, validate, version, type ConfigIssue } from '../lib/config';
+import { ConfigError, contentDigest, load, parse, validate, version, type ConfigIssue } from '../lib/config';
 import { fixtures } from './helpers';
+import type { DeploymentConfig } from '../schemas/serve';
 
 const dir = fixtures();
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const mlp = path.join(dir, 'mlp.onnx');
+
+/** A deployment's version, with its model's content digest (as the controller computes it). */
+const versionOf = async (d: DeploymentConfig): Promise<string> => version(d, await contentDigest(d));
 
 const minimalYaml = `applications:
   - name: mlp
@@ -322,8 +326,8 @@ t.test('two applications cannot serve the same URL', async (t) => {
 
 t.test('version() sees inside user_config, arrays included', async (t) => {
     const withList = (list: number[]) => validate({ ...minimal(), applications: [{ ...app0(minimal()), deployments: [{ ...deployment('model'), user_config: { list } }] }] }, dir);
-    t.equal(version(withList([1, 2]).applications[0].deployments[0]), version(withList([1, 2]).applications[0].deployments[0]));
-    t.not(version(withList([1, 2]).applications[0].deployments[0]), version(withList([2, 1]).applications[0].deployments[0]));
+    t.equal(await versionOf(withList([1, 2]).applications[0].deployments[0]), await versionOf(withList([1, 2]).applications[0].deployments[0]));
+    t.not(await versionOf(withList([1, 2]).applications[0].deployments[0]), await versionOf(withList([2, 1]).applications[0].deployments[0]));
 });
 
 t.test('the same route path with two methods is fine', async (t) => {
@@ -499,22 +503,22 @@ t.test('ConfigError.message lists every issue with its path', async (t) => {
 t.test('version() is stable for equal configs and changes with any field', async (t) => {
     const a = parse(minimalYaml, dir).applications[0].deployments[0];
     const b = parse(minimalYaml, dir).applications[0].deployments[0];
-    t.match(version(a), /^[0-9a-f]{12}$/);
-    t.equal(version(a), version(b));
-    t.equal(version(a), version(load(writeConfig('v.yaml', minimalYaml)).applications[0].deployments[0]), 'same for load');
-    const changed = (edit: (d: Doc) => void) => {
+    t.match(await versionOf(a), /^[0-9a-f]{12}$/);
+    t.equal(await versionOf(a), await versionOf(b));
+    t.equal(await versionOf(a), await versionOf(load(writeConfig('v.yaml', minimalYaml)).applications[0].deployments[0]), 'same for load');
+    const changed = async (edit: (d: Doc) => void) => {
         const doc = minimal();
         edit(dep0(doc));
-        return version(validate(doc, dir).applications[0].deployments[0]);
+        return versionOf(validate(doc, dir).applications[0].deployments[0]);
     };
-    const base = changed(() => {});
-    t.equal(base, changed(() => {}));
+    const base = await changed(() => {});
+    t.equal(base, await changed(() => {}));
     const variants = {
-        num_replicas: changed((d) => { d.num_replicas = 2; }),
-        batching: changed((d) => { d.batching = { max_batch_size: 8 }; }),
-        user_config: changed((d) => { d.user_config = { threshold: 0.5 }; }),
-        model: changed((d) => { d.model.path = 'mlp2.onnx'; }),
-        name: changed((d) => { d.name = 'other'; })
+        num_replicas: await changed((d) => { d.num_replicas = 2; }),
+        batching: await changed((d) => { d.batching = { max_batch_size: 8 }; }),
+        user_config: await changed((d) => { d.user_config = { threshold: 0.5 }; }),
+        model: await changed((d) => { d.model.path = 'mlp2.onnx'; }),
+        name: await changed((d) => { d.name = 'other'; })
     };
     for (const [field, v] of Object.entries(variants)) {
         t.not(v, base, `${field} changes the version`);
@@ -525,9 +529,9 @@ t.test('version() is stable for equal configs and changes with any field', async
 t.test('version() ignores the order fields are written in', async (t) => {
     const reordered = minimalYaml.replace('- name: model\n        model: { path: ./mlp.onnx }', '- model: { path: ./mlp.onnx }\n        name: model');
     t.not(reordered, minimalYaml);
-    t.equal(version(parse(reordered, dir).applications[0].deployments[0]), version(parse(minimalYaml, dir).applications[0].deployments[0]));
+    t.equal(await versionOf(parse(reordered, dir).applications[0].deployments[0]), await versionOf(parse(minimalYaml, dir).applications[0].deployments[0]));
     const explicit = minimalYaml.replace('model: { path: ./mlp.onnx }', 'num_replicas: 1\n        model: { path: ./mlp.onnx }');
-    t.equal(version(parse(explicit, dir).applications[0].deployments[0]), version(parse(minimalYaml, dir).applications[0].deployments[0]), 'writing a default out');
+    t.equal(await versionOf(parse(explicit, dir).applications[0].deployments[0]), await versionOf(parse(minimalYaml, dir).applications[0].deployments[0]), 'writing a default out');
 });
 
 t.test('validate does not freeze the caller\'s document', async (t) => {

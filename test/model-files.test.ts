@@ -46,9 +46,9 @@ t.test('a config names a folder; its version follows every file in it', async (t
     const root = folder('versioned', { 'model.onnx': mlp, 'config.json': '{}' });
     const yaml = 'applications:\n  - name: m\n    deployments:\n      - { name: d, model: { path: ./versioned } }\n';
     const d = () => parse(yaml, dir).applications[0].deployments[0];
-    const before = contentDigest(d());
+    const before = await contentDigest(d());
     fs.writeFileSync(path.join(root, 'config.json'), '{"id2label": {}}');
-    t.not(contentDigest(d()), before);
+    t.not(await contentDigest(d()), before);
     t.throws(() => parse(yaml.replace('versioned', 'empty'), dir), { message: /model.path: model folder .* holds no model.onnx/ });
 });
 

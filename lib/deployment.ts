@@ -3,10 +3,13 @@
 import Joi from 'joi';
 import { Scheduler, type Client } from './scheduler';
 import { Replica } from './replica';
+import { RunTimes } from './run-times';
+import { snapshots, type Snapshot } from './snapshot';
 import { fail } from './errors';
 import { create as createHandler } from '../handlers';
 import { modelFiles } from './model-files';
 import type { Signature } from './signature';
+import type { ReplicaSpec } from './messages';
 import type { Handler, RequestIn } from './handler';
 import type { DeploymentConfig } from '../schemas/serve';
 import type { DeploymentStatus } from './status';
@@ -27,12 +30,20 @@ function frontHandler(config: DeploymentConfig): Handler {
     }
 }
 
+/** What one version's replicas share: the copy of its files they load, and how long its batches take. */
+interface Running {
+    snapshot: Snapshot;
+    runTimes: RunTimes;
+}
+
 export class Deployment {
     handler: Handler;
     replicas: Replica[] = [];
     /** the queue and the batching: it reads this deployment's replicas and config live */
     private readonly scheduler = new Scheduler(this);
     private replicaCount = 0;
+    /** the serving version's, set by start() */
+    private running!: Running;
 
     constructor(public readonly app: string, public config: DeploymentConfig, public version: string, public modelDigest: string) {
         this.handler = frontHandler(config);
@@ -46,20 +57,33 @@ export class Deployment {
         return this.replicas.find((r) => r.signature)?.signature;
     }
 
-    /** Starts the replicas; resolves once each is RUNNING or has failed its first start. */
-    start(): Promise<void> {
+    /** Snapshots the version's files, then starts the replicas; resolves once each is RUNNING or has failed its first start. */
+    async start(): Promise<void> {
+        this.running = await this.prepare(this.config, this.version);
         return this.grow(this.config.num_replicas);
     }
 
+    /** What a version's replicas will share, starting with the snapshot of its files (lib/snapshot.ts). */
+    private async prepare(config: DeploymentConfig, version: string): Promise<Running> {
+        return { snapshot: await snapshots.take(this.id, version, config), runTimes: new RunTimes() };
+    }
+
     private async grow(n: number): Promise<void> {
-        await Promise.all(Array.from({ length: n }, () => this.addReplica(this.config, this.version).started));
+        await Promise.all(Array.from({ length: n }, () => this.addReplica(this.config, this.version, this.running).started));
+    }
+
+    /** A replica's spec: the deployment's config, loading from the version's snapshot. */
+    private spec(config: DeploymentConfig, id: string, { snapshot }: Running): ReplicaSpec {
+        return { ...config, id, model: snapshot.model, snapshot: { dir: snapshot.dir, source: config.model.path, handler: snapshot.handler } };
     }
 
     /** A new replica, serving as soon as it is ready; `started` says whether its first start succeeded. */
-    private addReplica(config: DeploymentConfig, version: string): { replica: Replica; started: Promise<boolean> } {
-        const r = new Replica({ ...config, id: `${this.id}#${this.replicaCount++}` }, version);
+    private addReplica(config: DeploymentConfig, version: string, running: Running): { replica: Replica; started: Promise<boolean> } {
+        const r = new Replica(this.spec(config, `${this.id}#${this.replicaCount++}`, running), version, running.runTimes);
         this.replicas.push(r);
+        // A replica ready, or one that has shown it lives (see Scheduler.pick()), may take what is queued.
         r.on('ready', () => this.scheduler.pump());
+        r.on('alive', () => this.scheduler.pump());
         r.start();
         const started = new Promise<boolean>((resolve) => {
             r.once('ready', () => resolve(true));
@@ -94,7 +118,7 @@ export class Deployment {
         this.config = config;
         this.version = version;
         for (const r of this.replicas) {
-            r.spec = { ...config, id: r.spec.id };
+            r.spec = this.spec(config, r.spec.id, this.running);
             r.version = version;
         }
         const extra = this.replicas.length - config.num_replicas;
@@ -112,20 +136,23 @@ export class Deployment {
         const old = [...this.replicas];
         const step = Math.max(1, Math.floor(config.num_replicas * 0.2));
         const fresh: Replica[] = [];
+        const running = await this.prepare(config, version);
         while (fresh.length < config.num_replicas) {
-            const batch = Array.from({ length: Math.min(step, config.num_replicas - fresh.length) }, () => this.addReplica(config, version));
+            const batch = Array.from({ length: Math.min(step, config.num_replicas - fresh.length) }, () => this.addReplica(config, version, running));
             fresh.push(...batch.map((b) => b.replica));
             const ok = await Promise.all(batch.map((b) => b.started));
             if (ok.includes(false)) {
                 const why = batch.map((b) => b.replica.lastError).find(Boolean);
                 await this.retire(fresh);
+                await snapshots.remove(running.snapshot);
                 await this.grow(this.config.num_replicas - this.replicas.length);
                 return `new version ${version} failed to start (${why}); version ${this.version} keeps serving`;
             }
             await this.retire(old.splice(0, step));
         }
         await this.retire(old);
-        Object.assign(this, { config, version, modelDigest, handler: frontHandler(config) });
+        await snapshots.remove(this.running.snapshot);
+        Object.assign(this, { config, version, modelDigest, handler: frontHandler(config), running });
         return undefined;
     }
 
@@ -147,6 +174,7 @@ export class Deployment {
     async stop(): Promise<void> {
         await this.scheduler.drain(this.config.graceful_shutdown_timeout_s * 1000);
         await this.retire(this.replicas);
+        await snapshots.remove(this.running.snapshot);
     }
 
     status(): DeploymentStatus {

@@ -1,9 +1,11 @@
-// The supervisor's side of one replica: a worker process, its batches in flight, health checks, restarts.
+// The supervisor's side of one replica: a worker process, its batches in flight, health checks, the deadline of the
+// batch it runs, restarts.
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import { log } from './log';
 import { ReplicaDied } from './scheduler';
+import { RunTimes } from './run-times';
 import type { WireError } from './errors';
 import type { Signature } from './signature';
 import type { FromWorker, ReplicaSpec, ToWorker } from './messages';
@@ -11,8 +13,10 @@ import type { ReplicaStatus } from './status';
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'BACKOFF' | 'STOPPING' | 'STOPPED';
 
+/** What /-/status says of a replica: lib/status.ts's ReplicaStatus, the failure it last recovered from, its snapshot. */
 interface InFlight {
     items: number;
+    rows: number;
     resolve(bodies: string[]): void;
     reject(err: WireError | ReplicaDied): void;
 }
@@ -25,21 +29,41 @@ export class Replica extends EventEmitter {
     state: ReplicaState = 'STOPPED';
     pid?: number;
     restarts = 0;
+    /** what is wrong now; cleared once it runs again (then kept as lastFailure) */
     lastError?: string;
+    lastFailure?: { error: string; at: string };
     backend?: string;
     notice?: string;
     signature?: Signature;
     /** a start that failed before ready; cleared once a start succeeds */
     loadFailed = false;
+    /**
+     * The latest moment (performance.now()) its worker is known to have been alive: when the last ping it answered
+     * was sent, or when its process was started. A batch sent back by a replica's death goes only to a replica
+     * known alive since (lib/scheduler.ts): one killed at the same moment may not have been seen to exit yet.
+     */
+    aliveAt = -Infinity;
     private child?: ChildProcess;
     private inflight = new Map<number, InFlight>();
     private failures = 0;
     /** set by stop(): whatever the worker says after that, its exit is the end */
     private stopping = false;
+    /** why the supervisor killed the process, for its exit to report */
+    private killedFor?: string;
+    private failedAt?: string;
     private nextId = 0;
-    private timers: { restart?: NodeJS.Timeout; health?: NodeJS.Timeout; pong?: NodeJS.Timeout } = {};
+    /** when the batch at the head of `inflight` began to run: when it was sent to an idle worker, or its predecessor came back */
+    private since = 0;
+    /** when the stuck-batch timer fires (Infinity: not set) */
+    private stuckAt = Infinity;
+    /** the send time of the health check's ping awaiting its pong */
+    private healthPing?: number;
+    /** the send time of a probe()'s ping awaiting its pong */
+    private probing?: number;
+    private timers: { restart?: NodeJS.Timeout; health?: NodeJS.Timeout; pong?: NodeJS.Timeout; stuck?: NodeJS.Timeout } = {};
 
-    constructor(public spec: ReplicaSpec, public version: string) {
+    /** `runTimes`: how long its version's batches take, shared by the version's replicas (lib/run-times.ts) */
+    constructor(public spec: ReplicaSpec, public version: string, private readonly runTimes = new RunTimes()) {
         super();
     }
 
@@ -57,6 +81,10 @@ export class Replica extends EventEmitter {
 
     start(): void {
         this.state = 'STARTING';
+        this.killedFor = undefined;
+        this.probing = undefined;
+        this.healthPing = undefined;
+        this.aliveAt = performance.now();
         const child = fork(workerFile, [], {
             serialization: 'advanced',
             // onnxruntime-node's telemetry shares a SQLite file across processes, and a replica killed while holding
@@ -83,24 +111,46 @@ export class Replica extends EventEmitter {
                 if (msg.notice) {
                     log.warn(`replica ${this.spec.id}: ${msg.notice}`);
                 }
+                // Running again: what went wrong before is history, not its state.
+                if (this.lastError) {
+                    this.lastFailure = { error: this.lastError, at: this.failedAt as string };
+                    this.lastError = undefined;
+                }
                 this.scheduleHealthCheck();
                 this.emit('ready');
                 break;
             case 'failed':
-                this.lastError = `model failed to load: ${msg.message}`;
+                this.fail(`model failed to load: ${msg.message}`);
                 this.loadFailed = true;
                 log.error(`replica ${this.spec.id}: ${this.lastError}`);
                 break;
             case 'result': {
                 const b = this.inflight.get(msg.id) as InFlight;
                 this.inflight.delete(msg.id);
+                // The worker runs its batches one after another, in the order sent (ids count up): the next one
+                // began as this one came back.
+                const now = performance.now();
+                this.runTimes.record(now - this.since, b.rows);
+                this.since = now;
+                const next = this.inflight.get(msg.id + 1);
+                if (next) {
+                    this.watch(now + this.runTimes.deadline(next.rows));
+                }
                 msg.bodies ? b.resolve(msg.bodies) : b.reject(msg.error as WireError);
                 this.emit('idle');
                 break;
             }
             case 'pong':
-                clearTimeout(this.timers.pong);
-                this.scheduleHealthCheck();
+                this.aliveAt = msg.sent;
+                if (msg.sent === this.probing) {
+                    this.probing = undefined;
+                }
+                if (this.healthPing !== undefined && msg.sent >= this.healthPing) {
+                    this.healthPing = undefined;
+                    clearTimeout(this.timers.pong);
+                    this.scheduleHealthCheck();
+                }
+                this.emit('alive');
                 break;
             case 'reconfigured':
                 this.emit('reconfigured', msg.error);
@@ -108,20 +158,79 @@ export class Replica extends EventEmitter {
         }
     }
 
+    /** What went wrong, as status says until the replica runs again. */
+    private fail(error: string): void {
+        this.lastError = error;
+        this.failedAt = new Date().toISOString();
+    }
+
+    /** Kills the process, which is then restarted like one that died by itself. */
+    private kill(why: string): void {
+        this.killedFor = why;
+        this.fail(why);
+        log.error(`replica ${this.spec.id}: ${why}; killing it`);
+        (this.child as ChildProcess).kill('SIGKILL');
+    }
+
+    /** Sends a ping; resolves with its send time, which its pong brings back. */
+    private ping(): number {
+        const sent = performance.now();
+        (this.child as ChildProcess).send({ type: 'ping', sent } satisfies ToWorker);
+        return sent;
+    }
+
+    /** Asks the worker for a sign of life, unless a request for one is pending: its pong moves aliveAt and emits 'alive'. */
+    probe(): void {
+        this.probing ??= this.ping();
+    }
+
     private scheduleHealthCheck(): void {
         this.timers.health = setTimeout(() => {
-            (this.child as ChildProcess).send({ type: 'ping' } satisfies ToWorker);
-            this.timers.pong = setTimeout(() => {
-                this.lastError = `health check: no answer within ${this.spec.health_check_timeout_s}s`;
-                log.error(`replica ${this.spec.id}: ${this.lastError}; killing it`);
-                (this.child as ChildProcess).kill('SIGKILL');
-            }, this.spec.health_check_timeout_s * 1000);
+            this.healthPing = this.ping();
+            this.timers.pong = setTimeout(() => this.kill(`health check: no answer within ${this.spec.health_check_timeout_s}s`), this.spec.health_check_timeout_s * 1000);
         }, this.spec.health_check_period_s * 1000);
     }
+
+    /**
+     * Makes sure the stuck-batch timer fires by `due`. One timer per replica rather than one per batch: set for the
+     * batch at the head, it is moved only when a later batch is due earlier (rarely: once the first deadline, before
+     * any history, gives way to one learnt); when it fires after the head has changed, it looks again.
+     */
+    private watch(due: number): void {
+        if (due < this.stuckAt) {
+            clearTimeout(this.timers.stuck);
+            this.stuckAt = due;
+            this.timers.stuck = setTimeout(this.overdue, due - performance.now()).unref();
+        }
+    }
+
+    /**
+     * The batch at the head has run past its deadline (lib/run-times.ts): the worker has hung, or stopped. It is killed,
+     * and the supervisor restarts it; its batches come back as ReplicaDied, and the scheduler runs them elsewhere.
+     */
+    private readonly overdue = (): void => {
+        this.stuckAt = Infinity;
+        const head = this.inflight.values().next().value;
+        if (!head) {
+            return;
+        }
+        // Timers count whole milliseconds, so one may fire a fraction of one early.
+        const now = performance.now() + 1;
+        const deadline = this.runTimes.deadline(head.rows);
+        if (now < this.since + deadline) {
+            this.watch(this.since + deadline);
+            return;
+        }
+        // A stuck batch counts as one that took its whole deadline: if it was only slow, the next gets longer.
+        this.runTimes.record(deadline, head.rows);
+        this.kill(`hung: a batch of ${head.rows} row(s) got no answer within ${(deadline / 1000).toFixed(1)}s, its deadline from what this version's batches take`);
+    };
 
     private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
         clearTimeout(this.timers.health);
         clearTimeout(this.timers.pong);
+        clearTimeout(this.timers.stuck);
+        this.stuckAt = Infinity;
         this.child = undefined;
         const lost = [...this.inflight.values()];
         this.inflight.clear();
@@ -135,8 +244,8 @@ export class Replica extends EventEmitter {
         }
         this.failures++;
         this.restarts++;
-        if (!this.loadFailed) {
-            this.lastError = `process exited unexpectedly (code ${code}, signal ${signal})`;
+        if (!this.loadFailed && !this.killedFor) {
+            this.fail(`process exited unexpectedly (code ${code}, signal ${signal})`);
             log.error(`replica ${this.spec.id} (pid ${child.pid}): ${this.lastError}; restarting`);
         }
         this.state = 'BACKOFF';
@@ -145,11 +254,15 @@ export class Replica extends EventEmitter {
         this.emit('exit');
     }
 
-    /** Send a batch; resolves with one JSON body per item. */
-    run(items: unknown[]): Promise<string[]> {
+    /** Send a batch of `rows` rows (one per item, unless said); resolves with one JSON body per item. */
+    run(items: unknown[], rows = items.length): Promise<string[]> {
         return new Promise((resolve, reject) => {
             const id = this.nextId++;
-            this.inflight.set(id, { items: items.length, resolve, reject });
+            if (!this.inflight.size) {
+                this.since = performance.now();
+                this.watch(this.since + this.runTimes.deadline(rows));
+            }
+            this.inflight.set(id, { items: items.length, rows, resolve, reject });
             (this.child as ChildProcess).send({ type: 'batch', id, items } satisfies ToWorker);
         });
     }
@@ -186,7 +299,8 @@ export class Replica extends EventEmitter {
     status(): ReplicaStatus {
         return {
             id: this.spec.id, pid: this.pid, state: this.state, version: this.version, restarts: this.restarts,
-            inflight_requests: this.inflightRequests, backend: this.backend, notice: this.notice, last_error: this.lastError
+            inflight_requests: this.inflightRequests, backend: this.backend, notice: this.notice, last_error: this.lastError,
+            last_failure: this.lastFailure, snapshot: this.spec.snapshot?.dir
         };
     }
 }

@@ -20,8 +20,15 @@ export interface SchedulerReplica {
     readonly inflightBatches: number;
     /** the requests in those batches */
     readonly inflightRequests: number;
-    /** Runs a batch; resolves with one JSON body per item, rejects with the worker's WireError or a ReplicaDied. */
-    run(items: unknown[]): Promise<string[]>;
+    /** the latest moment (performance.now()) its process is known to have been alive */
+    readonly aliveAt: number;
+    /** Asks its process for a sign of life; when it answers, aliveAt moves on and the deployment pumps. */
+    probe(): void;
+    /**
+     * Runs a batch of `rows` rows; resolves with one JSON body per item, rejects with the worker's WireError or a
+     * ReplicaDied (its process died, or hung past the batch's deadline and was killed).
+     */
+    run(items: unknown[], rows: number): Promise<string[]>;
 }
 
 /** The part of a deployment's config the scheduler reads: read at each use, since a reload changes it in place. */
@@ -75,6 +82,8 @@ export class Scheduler {
     private timeoutAt = Infinity;
     /** drain()s waiting for the queue to empty */
     private emptied: Array<() => void> = [];
+    /** when a replica last died under a batch (performance.now()): its requests go only to replicas known alive since */
+    private diedAt = -Infinity;
 
     constructor(private readonly host: SchedulerHost) {}
 
@@ -194,14 +203,24 @@ export class Scheduler {
         }
     }
 
-    /** The free replica with the least work: under its pipeline depth and its max_ongoing_requests. */
+    /**
+     * The free replica with the least work: under its pipeline depth and its max_ongoing_requests. For a request
+     * whose replica died under it, only one known alive since that death: replicas killed together (a node's
+     * processes, say) exit one by one, and one not yet seen to exit would take the retry down with it. Any other is
+     * asked for a sign of life, and the queue waits for it (or for a replica started since), within its deadlines.
+     */
     private pick(): SchedulerReplica | undefined {
         const maxOngoing = this.host.config.max_ongoing_requests;
+        const retried = this.queue[0].tries > 0;
         let best: SchedulerReplica | undefined;
         for (const r of this.host.replicas) {
-            if (r.state === 'RUNNING' && r.inflightBatches < pipelineDepth && r.inflightRequests < maxOngoing
-                && (!best || r.inflightBatches < best.inflightBatches)) {
-                best = r;
+            if (r.state === 'RUNNING' && r.inflightBatches < pipelineDepth && r.inflightRequests < maxOngoing) {
+                if (retried && r.aliveAt < this.diedAt) {
+                    r.probe();
+                }
+                else if (!best || r.inflightBatches < best.inflightBatches) {
+                    best = r;
+                }
             }
         }
         return best;
@@ -277,10 +296,12 @@ export class Scheduler {
     }
 
     private dispatch(r: SchedulerReplica, batch: Pending[]): void {
+        let rows = 0;
         for (const p of batch) {
             p.queued = false;
+            rows += p.rows;
         }
-        r.run(batch.map((p) => p.item)).then(
+        r.run(batch.map((p) => p.item), rows).then(
             (bodies) => batch.forEach((p, i) => this.finish(p, undefined, bodies[i])),
             (err: WireError | ReplicaDied) => this.retry(batch, err)
         ).finally(this.pumpSoon);
@@ -288,10 +309,14 @@ export class Scheduler {
 
     /**
      * A batch failed. Inference is pure, so it is safe to run again: when its replica died, each request is
-     * retried once; when the model or handler failed on a batch of several, each runs alone to find the culprit.
+     * retried once, on a replica known alive since (see pick()); when the model or handler failed on a batch of
+     * several, each runs alone to find the culprit.
      */
     private retry(batch: Pending[], err: WireError | ReplicaDied): void {
         const died = err instanceof ReplicaDied;
+        if (died) {
+            this.diedAt = performance.now();
+        }
         for (const p of batch.filter((q) => !q.done).reverse()) {
             if (died && p.tries++ >= 1) {
                 this.finish(p, fail('REPLICA_CRASHED', `replicas of "${this.host.id}" died twice while running this request`));

@@ -13,6 +13,10 @@ export interface ReplicaStatus {
     backend?: string;
     notice?: string;
     last_error?: string;
+    /** last_error once the replica runs again: kept, with its time, but no longer current */
+    last_failure?: { error: string; at: string };
+    /** the snapshot folder it loads its model (and handler module) from (lib/snapshot.ts) */
+    snapshot?: string;
 }
 
 export interface DeploymentStatus {

@@ -1,4 +1,8 @@
 // The replica process: loads the model and handler, then runs the batches its supervisor sends, one at a time.
+import fs from 'node:fs';
+import path from 'node:path';
+import vm from 'node:vm';
+import Module, { createRequire } from 'node:module';
 import { load, type Session } from './runtimes';
 import { create } from '../handlers';
 import { fail, toWire } from './errors';
@@ -22,10 +26,37 @@ function warmupFeeds(session: Session): Feeds {
     }));
 }
 
+/**
+ * Loads the snapshot's copy of the deployment's handler module (a CommonJS one) for handlers/custom.ts to require()
+ * by the copy's path, from the module cache. It runs as if it were the original: its own require()s resolve from
+ * where the original lies, as they always did (never from the temporary folder, where anyone may leave a
+ * node_modules), and its __filename and __dirname are the original's. Resolves with the path to create it by.
+ */
+function preload(original: string, copy: string): string {
+    const m = new Module(original, module);
+    m.filename = original;
+    // Compiled under the original's name, so that stack traces and coverage name the file as serve.yaml does.
+    const body = vm.compileFunction(fs.readFileSync(copy, 'utf8'), ['exports', 'require', 'module', '__filename', '__dirname'], { filename: original });
+    body.call(m.exports, m.exports, createRequire(original), m, original, path.dirname(original));
+    m.loaded = true;
+    // require() looks a module up by its real path
+    require.cache[fs.realpathSync(copy)] = m;
+    return copy;
+}
+
+/**
+ * A message about the deployment's files names them as serve.yaml does, not by their copies in the snapshot (a
+ * handler copied or not: split() by undefined splits nothing).
+ */
+const named = (message: string): string => spec.snapshot
+    ? message.split(spec.model.path).join(spec.snapshot.source).split(spec.snapshot.handler as string).join(spec.handler)
+    : message;
+
 async function start(): Promise<{ session: Session; handler: Handler }> {
     const model = modelFiles(spec.model);
     const session = await load({ ...spec.model, path: model.file }, spec.resources);
-    const handler = create(spec.handler, { options: spec.options, model });
+    const file = spec.snapshot?.handler ? preload(spec.handler, spec.snapshot.handler) : spec.handler;
+    const handler = create(file, { options: spec.options, model });
     await handler.load?.(session.signature);
     await handler.reconfigure(spec.user_config, session.signature);
     try {
@@ -42,7 +73,7 @@ let chain = start().then((ready) => {
     return ready;
 }, (err: Error) => {
     // Exit once the message is handed over, so that the supervisor learns why.
-    process.send?.({ type: 'failed', message: err.message } satisfies FromWorker, () => process.exit(1));
+    process.send?.({ type: 'failed', message: named(err.message) } satisfies FromWorker, () => process.exit(1));
     return new Promise<never>(() => {});
 });
 
@@ -58,7 +89,7 @@ async function runBatch({ session, handler }: { session: Session; handler: Handl
 
 process.on('message', (msg: ToWorker) => {
     if (msg.type === 'ping') {
-        send({ type: 'pong' });
+        send({ type: 'pong', sent: msg.sent });
         return;
     }
     chain = chain.then(async (ready) => {

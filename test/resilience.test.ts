@@ -4,7 +4,7 @@ import { fixtures, serve, app, held, near, until, type Served } from './helpers'
 
 const dir = fixtures();
 
-interface ReplicaStatus { id: string; pid: number; state: string; restarts: number; inflight_requests: number; last_error?: string }
+interface ReplicaStatus { id: string; pid: number; state: string; restarts: number; inflight_requests: number; last_error?: string; last_failure?: { error: string; at: string } }
 
 async function replicas(s: Served, name: string): Promise<ReplicaStatus[]> {
     const status = (await s.get('/-/status')).body;
@@ -156,7 +156,7 @@ batching: { max_batch_size: 4, batch_wait_timeout_s: 0.002 }`)}`);
         return rs.every((r) => r.state === 'RUNNING') && rs;
     }, { what: 'both replicas running again' });
     t.equal(after.reduce((n, r) => n + r.restarts, 0), 3, 'each killed replica was restarted');
-    t.match(after.map((r) => r.last_error).join(), /process exited unexpectedly \(code null, signal SIGKILL\)/);
+    t.match(after.map((r) => r.last_failure?.error).join(), /process exited unexpectedly \(code null, signal SIGKILL\)/, 'what happened is kept, no longer as the last error');
     t.match(s.output(), /exited unexpectedly \(code null, signal SIGKILL\); restarting/);
 
     // The same request dies with its replica twice: it fails, clearly, once.

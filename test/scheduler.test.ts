@@ -7,9 +7,10 @@ import { Scheduler, ReplicaDied, type Client, type SchedulerConfig, type Schedul
 import type { Signature } from '../lib/signature';
 import type { WireError } from '../lib/errors';
 
-/** A batch a fake replica got: its items, and the test's hand on its outcome. */
+/** A batch a fake replica got: its items and rows, and the test's hand on its outcome. */
 interface Batch {
     items: string[];
+    rows: number;
     answer(): void;
     fail(err: WireError | ReplicaDied): void;
 }
@@ -18,6 +19,10 @@ interface Batch {
 class FakeReplica implements SchedulerReplica {
     state = 'RUNNING';
     signature: Signature;
+    /** known alive at any time, unless a test says otherwise */
+    aliveAt = Infinity;
+    /** the signs of life asked of it */
+    probes = 0;
     /** every batch it got, in order */
     readonly batches: Batch[] = [];
     private inflight = new Set<Batch>();
@@ -40,10 +45,15 @@ class FakeReplica implements SchedulerReplica {
         return n;
     }
 
-    run(items: unknown[]): Promise<string[]> {
+    probe(): void {
+        this.probes++;
+    }
+
+    run(items: unknown[], rows: number): Promise<string[]> {
         return new Promise((resolve, reject) => {
             const b: Batch = {
                 items: items as string[],
+                rows,
                 answer: () => {
                     this.inflight.delete(b);
                     resolve(b.items.map((item) => `${item}:ok`));
@@ -104,6 +114,15 @@ function setup(t: Test, config: Partial<SchedulerConfig> = {}, replicas = [new F
 
 /** Resolves after the scheduler's deferred dispatch of this loop turn has run. */
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Resolves after what a batch's failure sets off has run: the retry, then the dispatch it asks for, one turn later
+ * than the failure itself (a turn awaited right after fail() would end first).
+ */
+const settled = async () => {
+    await turn();
+    await turn();
+};
 
 t.test('a lone request on an idle replica leaves at once: the batch wait is a ceiling, not a toll', async (t) => {
     const { s, host: { replicas: [r] }, submit } = setup(t);
@@ -171,6 +190,7 @@ t.test('a batch holds at most max_batch_size rows, or the model\'s fixed batch s
         r.batches[1].answer();
         (await r.batch(3)).answer();
         t.same(r.items, [['a'], ['b', 'd'], ['c', 'e'], ['f']], 'f, over max_batch_size, ran alone');
+        t.same(r.batches.map((b) => b.rows), [1, 4, 4, 10], 'each replica is told its batch\'s rows');
         t.same(await Promise.all(answers), ['a:ok', 'b:ok', 'c:ok', 'd:ok', 'e:ok', 'f:ok']);
         t.equal(s.queued, 0);
     });
@@ -337,6 +357,55 @@ t.test('a batch whose replica died is retried once, on another replica; a second
     (await r1.batch(n + 1)).answer();
     t.same(r1.items.slice(n), [['c'], ['d']]);
     t.same(await Promise.all([c, d]), ['c:ok', 'd:ok']);
+});
+
+t.test('a retry goes only to a replica known alive since the death; with none, it waits in the queue for one', async (t) => {
+    const replicas = [new FakeReplica(), new FakeReplica()];
+    const { s, submit } = setup(t, {}, replicas);
+    const [r1, r2] = replicas;
+    const died = () => new ReplicaDied('replica app/model#0 exited');
+    r1.aliveAt = r2.aliveAt = 0;
+
+    // Both replicas are killed at once; r1's exit is seen first, while r2 still looks RUNNING.
+    const a = submit('a');
+    await turn();
+    t.same([r1.items, r2.items], [[['a']], []]);
+    r1.state = 'BACKOFF';
+    r1.batches[0].fail(died());
+    await settled();
+    t.same(r2.items, [], 'r2, not known alive since r1 died, does not get the retry');
+    t.ok(r2.probes > 0, 'it is asked for a sign of life');
+    t.equal(s.queued, 1, 'and a waits in the queue');
+    r2.state = 'BACKOFF';
+    s.pump();
+    t.equal(s.queued, 1, 'r2 was dead too: with no replica running, a still waits rather than failing');
+    // r1 is restarted: a process started after the death is known alive since.
+    [r1.state, r1.aliveAt] = ['RUNNING', performance.now()];
+    s.pump();
+    t.same(r1.items, [['a'], ['a']], 'the restarted replica takes the retry');
+    r1.batches[1].answer();
+    t.equal(await a, 'a:ok', 'and the client sees no error');
+
+    // r1 dies under b while r2 runs again, restarted before that death: r2 takes b once it has answered a probe.
+    [r2.state, r2.aliveAt, r2.probes] = ['RUNNING', performance.now(), 0];
+    const b = submit('b');
+    await turn();
+    t.same(r1.items.at(-1), ['b']);
+    r1.state = 'BACKOFF';
+    r1.batches[2].fail(died());
+    await settled();
+    t.same([r2.items, r2.probes], [[], 1], 'r2 is asked for a sign of life first');
+    r2.aliveAt = performance.now();
+    s.pump();
+    (await r2.batch(0)).answer();
+    t.equal(await b, 'b:ok', 'then takes the retry');
+
+    // Requests that never died go anywhere running: only a retry waits for a sign of life.
+    r2.aliveAt = 0;
+    const c = submit('c');
+    await turn();
+    (await r2.batch(1)).answer();
+    t.equal(await c, 'c:ok');
 });
 
 t.test('a failed batch of several is split, so only the culprit fails', async (t) => {

@@ -69,27 +69,61 @@ function answerNow(res: http.ServerResponse, err: Boom.Boom): void {
     res.writeHead(status, headers).end(body);
 }
 
+/** A body being read, and when it must have arrived. */
+interface Body {
+    req: http.IncomingMessage;
+    res: http.ServerResponse;
+    deadline: number;
+    /** bytes of a chunked body seen so far */
+    received: number;
+}
+
 /**
  * Bounds how long a request's body may take. hapi's own payload timeout answers only once the rest of the body has been
  * read (it drains a refused body, so that the client reads the answer), which a stalled body never gives: this deadline
  * answers at once (408, or 413 for a body already known to be too large) and closes the connection. It ends with the body.
+ * One timer for every body, set for the oldest one's deadline (they all have the same limit), rather than a timer per
+ * request, which costs the front door a measurable share of its throughput.
  */
-function watchBody(request: Hapi.Request, timeoutMs: number, maxBytes: number): void {
-    const { req, res } = request.raw;
-    let received = 0;
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (req.headers['content-length'] === undefined) {
-        // A chunked body over maxBytes is refused by hapi's reader, which also destroys the stream it reads: the request,
-        // so the connection and the answer with it, unless a tap ('peek') stands between them. The tap also counts.
-        request.events.on('peek', (chunk: string | Buffer) => {
-            received += chunk.length;
-        });
+class BodyDeadlines {
+    /** bodies being read, oldest first */
+    private open = new Set<Body>();
+    private timer?: NodeJS.Timeout;
+
+    constructor(private readonly timeoutMs: number, private readonly maxBytes: number) {}
+
+    watch(request: Hapi.Request): void {
+        const { req, res } = request.raw;
+        const body: Body = { req, res, deadline: performance.now() + this.timeoutMs, received: 0 };
+        if (req.headers['content-length'] === undefined) {
+            // A chunked body over maxBytes is refused by hapi's reader, which also destroys the stream it reads: the request,
+            // so the connection and the answer with it, unless a tap ('peek') stands between them. The tap also counts.
+            request.events.on('peek', (chunk: string | Buffer) => {
+                body.received += chunk.length;
+            });
+        }
+        this.open.add(body);
+        // 'close' comes once the body has been read to its end, or the connection lost.
+        req.once('close', () => this.open.delete(body));
+        this.timer ??= setTimeout(this.sweep, this.timeoutMs);
     }
-    const timer = setTimeout(() => answerNow(res, declared > maxBytes || received > maxBytes
-        ? fail('PAYLOAD_TOO_LARGE', `Payload content length greater than maximum allowed: ${maxBytes}`)
-        : fail('CLIENT_TIMEOUT', `the request's body did not arrive within ${timeoutMs / 1000} s`)), timeoutMs);
-    // 'close' comes once the body has been read to its end, or the connection lost.
-    req.once('close', () => clearTimeout(timer));
+
+    private readonly sweep = (): void => {
+        this.timer = undefined;
+        // Timers count whole milliseconds, so one may fire a fraction of one early.
+        const now = performance.now() + 1;
+        for (const body of this.open) {
+            if (body.deadline > now) {
+                this.timer = setTimeout(this.sweep, body.deadline - now + 1);
+                return;
+            }
+            this.open.delete(body);
+            const declared = Number(body.req.headers['content-length'] ?? 0);
+            answerNow(body.res, declared > this.maxBytes || body.received > this.maxBytes
+                ? fail('PAYLOAD_TOO_LARGE', `Payload content length greater than maximum allowed: ${this.maxBytes}`)
+                : fail('CLIENT_TIMEOUT', `the request's body did not arrive within ${this.timeoutMs / 1000} s`));
+        }
+    };
 }
 
 /**
@@ -134,6 +168,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
 
     // hapi parses JSON and multipart bodies itself; an image or audio body reaches the handler as raw bytes, and
     // the handler sees the media type the client sent.
+    const bodies = new BodyDeadlines(bodyTimeoutMs, options.maxBytes);
     server.ext('onRequest', (request, h) => {
         const type = String(request.headers['content-type'] ?? '');
         // No type at all is JSON: hapi's default (route payload.defaultContentType).
@@ -144,7 +179,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         }
         // hapi reads no body for GET and HEAD (Node discards one, within its requestTimeout).
         if ((request.headers['content-length'] || request.headers['transfer-encoding']) && request.method !== 'get' && request.method !== 'head') {
-            watchBody(request, bodyTimeoutMs, options.maxBytes);
+            bodies.watch(request);
         }
         return h.continue;
     });
@@ -194,7 +229,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 payload: {
                     parse: true, output: 'data', maxBytes: options.maxBytes, multipart: { output: 'data' },
                     allow: ['application/json', 'application/octet-stream', 'multipart/form-data'],
-                    // watchBody() bounds the time a body takes
+                    // BodyDeadlines bounds the time a body takes
                     timeout: false,
                     failAction: (_request, _h, err) => {
                         throw payloadError(err as Boom.Boom, options.maxBytes);

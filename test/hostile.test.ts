@@ -332,6 +332,11 @@ t.test('the front door answers stalled, trickling and oversized bodies at once, 
         t.match(a.body.message, message, `${name}: says what`);
     }
 
+    // Two bodies that stall, the second one later: each is answered at its own deadline, by the one timer they share.
+    const later = new Promise((resolve) => setTimeout(resolve, 150)).then(() => exchange(port, [post('content-length: 100\r\n'), '{']));
+    const both = await Promise.all([exchange(port, [post('content-length: 100\r\n'), '{']), later]);
+    t.same(both.map((raw) => answer(raw.text).body.code), ['CLIENT_TIMEOUT', 'CLIENT_TIMEOUT'], 'two stalled bodies, each timed out');
+
     // A chunked body over the limit, sent whole: read to its end and answered 413 on a connection that stays open.
     const [type, form] = multipart('image', Buffer.alloc(4096, 1));
     for (const [kind, contentType, bytes] of [['JSON', 'application/json', Buffer.from(JSON.stringify({ inputs: Array(2000).fill(0) }))], ['raw', 'image/png', Buffer.alloc(4096, 2)], ['multipart', type, form]] as const) {

@@ -11,7 +11,7 @@ import { Replica } from '../lib/replica';
 import { RunTimes, decay, firstDeadlineMs, floorMs, slack } from '../lib/run-times';
 import { Snapshots } from '../lib/snapshot';
 import { log } from '../lib/log';
-import { fixtures, serve, app, held, near, sleep, until, type Served } from './helpers';
+import { fixtures, serve, app, held, near, sleep, slowRows, strikesUnderLoad, until, type Served } from './helpers';
 import type { DeploymentConfig } from '../schemas/serve';
 
 const dir = fixtures();
@@ -32,7 +32,6 @@ const restarted = (s: Served, name: string, pids: number[]) => until(async () =>
 }, { what: () => `replicas of ${name} running again, with new processes:\n${s.output()}` });
 
 /** `slow` computes y = x at several milliseconds per row. */
-const slowRows = (n: number, v: number) => Array.from({ length: n }, () => [v]);
 
 /** Whether an answer of `slow` is y = x for rows of v. */
 const right = (a: { status: number; body: any }, v: number) => a.status === 200 && near(a.body.outputs.y.flat(), [v, v, v], 1e-2);
@@ -102,27 +101,7 @@ health_check_timeout_s: 3600`)}`);
     });
 
     t.test('under load, both replicas killed at once, three times: no request fails', async (t) => {
-        let failed = 0;
-        let done = 0;
-        let running = true;
-        const client = async (c: number) => {
-            for (let i = 0; running; i++) {
-                const v = c * 1000 + i;
-                const a = await s.post('/slow/predict', { inputs: slowRows(3, v) });
-                if (!right(a, v)) {
-                    failed++;
-                    t.comment(`failed: ${a.status} ${JSON.stringify(a.body)}`);
-                }
-                done++;
-            }
-        };
-        const clients = Array.from({ length: 8 }, (_, c) => client(c));
-        const answered = async (n: number, after: string) => {
-            const mark = done;
-            await until(() => done >= mark + n, { what: `${n} answers ${after}` });
-        };
-        for (let k = 0; k < 3; k++) {
-            await answered(20, k ? `since kill ${k}` : 'to start with');
+        const { done, failed } = await strikesUnderLoad(s, '/slow/predict', (line) => t.comment(line), async () => {
             const busy = await until(async () => {
                 const rs = await replicas(s, 'slow');
                 return rs.every((r) => r.state === 'RUNNING') && rs.some((r) => r.inflight_requests > 0) && rs;
@@ -131,10 +110,7 @@ health_check_timeout_s: 3600`)}`);
                 process.kill(r.pid, 'SIGKILL');
             }
             await restarted(s, 'slow', busy.map((r) => r.pid));
-        }
-        await answered(20, 'since the last kill');
-        running = false;
-        await Promise.all(clients);
+        });
         t.equal(failed, 0, `no failed request out of ${done}`);
     });
 });

@@ -232,3 +232,42 @@ export async function validOpenApi(t: Same, doc: unknown, message = 'a valid Ope
     const result = await validateOpenApi(structuredClone(doc) as Parameters<typeof validateOpenApi>[0]);
     return t.same(result, { valid: true, warnings: [], specification: 'OpenAPI' }, message);
 }
+
+/** Rows for the identity model slow.onnx ([batch, 1]): n rows of the value v. */
+export const slowRows = (n: number, v: number): number[][] => Array.from({ length: n }, () => [v]);
+
+/**
+ * Load on the route of an identity model (slow.onnx) from 8 clients, each request 3 rows of its own value and its
+ * answer checked: 20 answers, then `strike(round)` (kill replicas, say), three times, then 20 answers more. Resolves
+ * with how many requests were answered and how many of them wrongly (each of those is shown as a comment).
+ */
+export async function strikesUnderLoad(s: Served, route: string, comment: (line: string) => void, strike: (round: number) => Promise<void>): Promise<{ done: number; failed: number }> {
+    let failed = 0;
+    let done = 0;
+    let running = true;
+    const client = async (c: number) => {
+        for (let i = 0; running; i++) {
+            const v = c * 1000 + i;
+            const a = await s.post(route, { inputs: slowRows(3, v) });
+            if (a.status !== 200 || !near(a.body.outputs.y.flat(), [v, v, v], 1e-2)) {
+                failed++;
+                comment(`failed: ${a.status} ${JSON.stringify(a.body)}`);
+            }
+            done++;
+        }
+    };
+    const clients = Array.from({ length: 8 }, (_, c) => client(c));
+    // Some answers between strikes, so that each comes at another point of the load.
+    const answered = async (n: number, after: string) => {
+        const mark = done;
+        await until(() => done >= mark + n, { what: `${n} answers ${after}` });
+    };
+    for (let k = 0; k < 3; k++) {
+        await answered(20, k ? `since strike ${k}` : 'to start with');
+        await strike(k);
+    }
+    await answered(20, 'since the last strike');
+    running = false;
+    await Promise.all(clients);
+    return { done, failed };
+}

@@ -1,6 +1,6 @@
 // Overload, timeouts, dying and hanging replicas, failing models, graceful shutdown: each with a real process.
 import t from 'tap';
-import { fixtures, serve, app, held, near, until, type Served } from './helpers';
+import { fixtures, serve, app, held, near, slowRows, strikesUnderLoad, until, type Served } from './helpers';
 
 const dir = fixtures();
 
@@ -16,7 +16,6 @@ const queued = async (s: Served, name: string): Promise<number> =>
     (await s.get('/-/status')).body.applications.find((a: any) => a.name === name).deployments[0].queued_requests;
 
 /** `slow` computes y = x at several milliseconds per row. */
-const slowRows = (n: number, v: number) => Array.from({ length: n }, () => [v]);
 
 t.test('overload: a full queue answers 503 with Retry-After; no answer within request_timeout_s is a 504', async (t) => {
     const s = await serve(dir, `http_options: { request_timeout_s: 2 }
@@ -118,38 +117,14 @@ ${app('slow', 'slow.onnx', `num_replicas: 2
 batching: { max_batch_size: 4, batch_wait_timeout_s: 0.002 }`)}`);
     t.teardown(() => s.stop());
 
-    let failed = 0;
-    let done = 0;
-    let running = true;
-    const client = async (c: number) => {
-        for (let i = 0; running; i++) {
-            const v = c * 1000 + i;
-            const a = await s.post('/slow/predict', { inputs: slowRows(3, v) });
-            if (a.status !== 200 || !near(a.body.outputs.y.flat(), [v, v, v], 1e-2)) {
-                failed++;
-                t.comment(`failed: ${a.status} ${JSON.stringify(a.body)}`);
-            }
-            done++;
-        }
-    };
-    const clients = Array.from({ length: 8 }, (_, c) => client(c));
-    // Some answers between kills, so that each comes at another point of the load.
-    const answered = async (n: number, after: string) => {
-        const mark = done;
-        await until(() => done >= mark + n, { what: `${n} answers ${after}` });
-    };
-    for (let k = 0; k < 3; k++) {
-        await answered(20, k ? `since kill ${k}` : 'to start with');
+    const { done, failed } = await strikesUnderLoad(s, '/slow/predict', (line) => t.comment(line), async () => {
         // Kill a busy replica while the other is up, as one crash at a time looks in production.
         const busy = await until(async () => {
             const rs = await replicas(s, 'slow');
             return rs.every((r) => r.state === 'RUNNING') && rs.find((r) => r.inflight_requests > 0);
         }, { what: 'a busy replica, with the other one running' });
         process.kill(busy.pid, 'SIGKILL');
-    }
-    await answered(20, 'since the last kill');
-    running = false;
-    await Promise.all(clients);
+    });
     t.equal(failed, 0, `no failed request out of ${done}`);
     const after = await until(async () => {
         const rs = await replicas(s, 'slow');

@@ -5,6 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { alive } from './alive';
 
 /** The address used when nothing else says: serve.yaml's default host and port. */
 export const defaultAddress = 'http://127.0.0.1:8000';
@@ -45,17 +46,6 @@ export function removeNote(config: string): void {
         fs.rmSync(noteFile(config), { force: true });
     }
 }
-
-const alive = (pid: number): boolean => {
-    try {
-        process.kill(pid, 0);
-        return true;
-    }
-    catch (err) {
-        // EPERM: it lives, under another user.
-        return (err as NodeJS.ErrnoException).code === 'EPERM';
-    }
-};
 
 /** Where to reach the server of `config`: --address, else TSSERVE_ADDRESS, else its note (if its process lives), else the default. */
 export function address(explicit: string | undefined, config: string): string {

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { alive } from './alive';
 import { modelContent } from './model-files';
 import { isModule } from '../handlers/registry';
 import { log } from './log';
@@ -32,17 +33,6 @@ const copy = (from: string, to: string): Promise<void> => fs.promises.copyFile(f
 async function rmDir(dir: string | undefined): Promise<void> {
     if (dir) {
         await fs.promises.rm(dir, { recursive: true, force: true });
-    }
-}
-
-/** Whether process pid lives (one of another user's, which we may not signal, does). */
-function alive(pid: number): boolean {
-    try {
-        process.kill(pid, 0);
-        return true;
-    }
-    catch (err) {
-        return (err as NodeJS.ErrnoException).code === 'EPERM';
     }
 }
 

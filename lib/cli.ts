@@ -17,11 +17,23 @@ const usage = `Usage:
                                             show applications, deployments and replicas of the server of file
   tsserve reload [file] [--address URL]     re-read the served file now (as SIGHUP or a saved edit does)
                                             (the server is found by --address, else $TSSERVE_ADDRESS, else the
-                                            note \`tsserve up file\` leaves, else http://127.0.0.1:8000)
+                                            note \`tsserve up file\` leaves, else http://127.0.0.1:8000; the key
+                                            sent is $TSSERVE_ADMIN_KEY, else $TSSERVE_API_KEY, when set)
   tsserve --version                         print the version
 `;
 
 type Out = (s: string) => void;
+
+/** The key status and reload send: $TSSERVE_ADMIN_KEY, else $TSSERVE_API_KEY, and which variable it came from. */
+function adminKey(): { value: string; from: string } | undefined {
+    for (const from of ['TSSERVE_ADMIN_KEY', 'TSSERVE_API_KEY']) {
+        const value = process.env[from]?.trim();
+        if (value) {
+            return { value, from };
+        }
+    }
+    return undefined;
+}
 
 export async function main(argv: string[], out: Out = (s) => process.stdout.write(s), err: Out = (s) => process.stderr.write(s)): Promise<number> {
     let parsed;
@@ -76,9 +88,14 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
             case 'status':
             case 'reload': {
                 const address = discover(values.address, file);
+                const key = adminKey();
+                if (key && !/^[\x21-\x7e]+$/.test(key.value)) {
+                    err(`$${key.from} holds a character a key cannot have (a key is visible ASCII, without spaces)\n`);
+                    return 1;
+                }
                 let res: Response;
                 try {
-                    res = await fetch(`${address}/-/${command}`, { method: command === 'status' ? 'GET' : 'POST' });
+                    res = await fetch(`${address}/-/${command}`, { method: command === 'status' ? 'GET' : 'POST', headers: key ? { authorization: `Bearer ${key.value}` } : {} });
                 }
                 catch (e) {
                     err(`cannot reach tsserve at ${address}: ${((e as Error).cause as Error)?.message ?? (e as Error).message}\n`);
@@ -91,6 +108,13 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
                 }
                 catch {
                     err(`${address} is not a tsserve admin address: /-/${command} answered ${res.status} with ${JSON.stringify(body.slice(0, 80))}\n`);
+                    return 1;
+                }
+                if (res.status === 401 || res.status === 403) {
+                    const said = (answer as unknown as { message?: unknown }).message;
+                    const hint = !key ? 'set TSSERVE_ADMIN_KEY (or TSSERVE_API_KEY) to one of its keys'
+                        : res.status === 401 ? `the key in $${key.from} is not one of its keys` : `set TSSERVE_ADMIN_KEY to one of its admin keys`;
+                    err(`tsserve at ${address} refused /-/${command} (${res.status}): ${typeof said === 'string' ? said : 'no reason given'}\n${hint}\n`);
                     return 1;
                 }
                 out(values.json || command === 'reload' ? JSON.stringify(answer, null, 2) + '\n' : render(answer));

@@ -8,6 +8,7 @@ import { isModule } from '../handlers/registry';
 import { modelContent, modelFile } from './model-files';
 import { DigestCache } from './digests';
 import { substitute } from './env';
+import { readKeys } from './auth';
 import type { ServeConfig, DeploymentConfig } from '../schemas/serve';
 
 export interface ConfigIssue {
@@ -132,10 +133,29 @@ export function validate(doc: unknown, base: string, file = '<inline>'): ServeCo
             }
         }
     }));
+    issues.push(...readAuth(config, base));
     if (issues.length) {
         throw new ConfigError(file, issues);
     }
     return deepFreeze(config);
+}
+
+/** Reads the keys that `auth:` names (its files relative to base) into their digests; an issue for each problem. */
+function readAuth(config: ServeConfig, base: string): ConfigIssue[] {
+    const issues: ConfigIssue[] = [];
+    for (const which of ['api_keys', 'admin_keys'] as const) {
+        const source = config.auth?.[which];
+        if (source) {
+            const written = source.file;
+            if (written !== undefined) {
+                source.file = path.resolve(base, written);
+            }
+            const { digests, problems } = readKeys(source, written);
+            source.digests = digests;
+            issues.push(...problems.map((message) => ({ path: formatPath(['auth', which, source.env === undefined ? 'file' : 'env']), message })));
+        }
+    }
+    return issues;
 }
 
 export function parse(text: string, base: string, file = '<inline>'): ServeConfig {
@@ -154,15 +174,23 @@ export function parse(text: string, base: string, file = '<inline>'): ServeConfi
 }
 
 export function load(file: string): ServeConfig {
+    return loadFile(file).config;
+}
+
+/**
+ * load(), with the bytes the config was parsed from, read once: what a watcher takes for the running file is then
+ * what was validated, not the file read again a moment later (a save in between would pass for applied).
+ */
+export function loadFile(file: string): { config: ServeConfig; text: Buffer } {
     const abs = path.resolve(file);
-    let text: string;
+    let text: Buffer;
     try {
-        text = fs.readFileSync(abs, 'utf8');
+        text = fs.readFileSync(abs);
     }
     catch (err) {
         throw new ConfigError(abs, [{ path: '', message: `cannot read file: ${(err as Error).message}` }]);
     }
-    return parse(text, path.dirname(abs), abs);
+    return { config: parse(text.toString('utf8'), path.dirname(abs), abs), text };
 }
 
 /** JSON with sorted keys, so that the order fields were written in does not matter. */

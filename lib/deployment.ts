@@ -170,6 +170,11 @@ export class Deployment {
         return this.scheduler.submit(this.handler.parse(req, sig), timeoutMs, client);
     }
 
+    /** Why a request would be refused with QUEUE_FULL now (lib/scheduler.ts), else nothing. */
+    full(): string | undefined {
+        return this.scheduler.full();
+    }
+
     /** Once no route leads here: let the queue empty (within the grace period), then drain and stop the replicas. */
     async stop(): Promise<void> {
         await this.scheduler.drain(this.config.graceful_shutdown_timeout_s * 1000);

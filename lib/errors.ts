@@ -1,4 +1,5 @@
 // The catalogue of request-time errors. Each has a stable code; codes are never reused.
+import http from 'node:http';
 import Boom from '@hapi/boom';
 
 export const catalogue = {
@@ -8,6 +9,8 @@ export const catalogue = {
     INVALID_MEDIA: { status: 400, message: 'The image or audio cannot be decoded' },
     INPUT_SHAPE_MISMATCH: { status: 400, message: 'Input has the wrong shape' },
     INPUT_DTYPE_MISMATCH: { status: 400, message: 'Input has the wrong type' },
+    UNAUTHORIZED: { status: 401, message: 'This route needs a valid key' },
+    FORBIDDEN: { status: 403, message: 'Not allowed' },
     NOT_FOUND: { status: 404, message: 'No route' },
     METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed' },
     CLIENT_TIMEOUT: { status: 408, message: 'The request did not arrive in time' },
@@ -47,6 +50,15 @@ export function quote(value: unknown): string {
         return Array.isArray(value) ? 'an array' : 'an object';
     }
     return clip(String(value));
+}
+
+/**
+ * The catalogue's body for an error answered without a Boom error, which costs its stack trace: what shape() makes
+ * of fail(code, message). For refusals under load (lib/shed.ts), which must cost the front door little.
+ */
+export function body(code: ErrorCode, message: string): string {
+    const status = catalogue[code].status;
+    return JSON.stringify({ statusCode: status, error: http.STATUS_CODES[status], message, code });
 }
 
 /** The one JSON error body every route returns: `{statusCode, error, message, code, details?}`. */

@@ -1,5 +1,6 @@
 // The HTTP front door (hapi): model routes dispatched through the controller's route table, admin routes, docs.
-// Model routes go through one catch-all route, because hapi cannot remove a route and serve.yaml can.
+// Model routes go through one catch-all route, because hapi cannot remove a route and serve.yaml can. API keys
+// (lib/auth.ts) are checked before anything else is done with a request, its body included.
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -8,10 +9,15 @@ import Hapi from '@hapi/hapi';
 import Boom from '@hapi/boom';
 import { clip, fail, shape } from './errors';
 import { document } from './openapi';
+import { Gate, access, crossSite } from './auth';
+import { relative, reloaded } from './status';
 import { takesRaw } from '../handlers/registry';
+import { shedLoad } from './shed';
+import { BodyDeadlines, closingAnswer } from './body-deadlines';
 import type { Controller } from './controller';
 import type { ConfigWatcher } from './watcher';
 import type { Status } from './status';
+import type { AuthConfig, KeySource } from '../schemas/serve';
 
 declare module '@hapi/hapi' {
     interface RequestApplicationState {
@@ -48,84 +54,6 @@ const swaggerFiles = new Map([
     ['favicon-32x32.png', 'image/png']
 ]);
 
-/** An error's catalogue body, and the headers that go with it on a connection that closes after it. */
-function closingAnswer(err: Boom.Boom): { status: number; headers: Record<string, string | number>; body: string } {
-    shape(err);
-    const body = JSON.stringify(err.output.payload);
-    return { status: err.output.statusCode, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' }, body };
-}
-
-/**
- * Answers a request outside hapi's lifecycle: one whose body has not arrived, while hapi still waits for it. The
- * connection closes once the answer is written (Connection: close), hapi sees the request aborted and writes nothing.
- */
-function answerNow(res: http.ServerResponse, err: Boom.Boom): void {
-    /* c8 ignore next 4 */
-    if (res.headersSent) {
-        // hapi answered in the same instant, without the rest of the body (a malformed chunk), and closes the connection itself.
-        return;
-    }
-    const { status, headers, body } = closingAnswer(err);
-    res.writeHead(status, headers).end(body);
-}
-
-/** A body being read, and when it must have arrived. */
-interface Body {
-    req: http.IncomingMessage;
-    res: http.ServerResponse;
-    deadline: number;
-    /** bytes of a chunked body seen so far */
-    received: number;
-}
-
-/**
- * Bounds how long a request's body may take. hapi's own payload timeout answers only once the rest of the body has been
- * read (it drains a refused body, so that the client reads the answer), which a stalled body never gives: this deadline
- * answers at once (408, or 413 for a body already known to be too large) and closes the connection. It ends with the body.
- * One timer for every body, set for the oldest one's deadline (they all have the same limit), rather than a timer per
- * request, which costs the front door a measurable share of its throughput.
- */
-class BodyDeadlines {
-    /** bodies being read, oldest first */
-    private open = new Set<Body>();
-    private timer?: NodeJS.Timeout;
-
-    constructor(private readonly timeoutMs: number, private readonly maxBytes: number) {}
-
-    watch(request: Hapi.Request): void {
-        const { req, res } = request.raw;
-        const body: Body = { req, res, deadline: performance.now() + this.timeoutMs, received: 0 };
-        if (req.headers['content-length'] === undefined) {
-            // A chunked body over maxBytes is refused by hapi's reader, which also destroys the stream it reads: the request,
-            // so the connection and the answer with it, unless a tap ('peek') stands between them. The tap also counts.
-            request.events.on('peek', (chunk: string | Buffer) => {
-                body.received += chunk.length;
-            });
-        }
-        this.open.add(body);
-        // 'close' comes once the body has been read to its end, or the connection lost.
-        req.once('close', () => this.open.delete(body));
-        this.timer ??= setTimeout(this.sweep, this.timeoutMs);
-    }
-
-    private readonly sweep = (): void => {
-        this.timer = undefined;
-        // Timers count whole milliseconds, so one may fire a fraction of one early.
-        const now = performance.now() + 1;
-        for (const body of this.open) {
-            if (body.deadline > now) {
-                this.timer = setTimeout(this.sweep, body.deadline - now + 1);
-                return;
-            }
-            this.open.delete(body);
-            const declared = Number(body.req.headers['content-length'] ?? 0);
-            answerNow(body.res, declared > this.maxBytes || body.received > this.maxBytes
-                ? fail('PAYLOAD_TOO_LARGE', `Payload content length greater than maximum allowed: ${this.maxBytes}`)
-                : fail('CLIENT_TIMEOUT', `the request's body did not arrive within ${this.timeoutMs / 1000} s`));
-        }
-    };
-}
-
 /**
  * hapi's payload errors in the catalogue's terms: a multipart body over the limit is 413 (hapi's multipart reader says
  * so only inside a 400), and the framework's own error objects are never shown (shape() shows no data but ours).
@@ -145,14 +73,57 @@ const docsPage = `<!doctype html>
 <script>window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui' });</script></body>
 </html>`;
 
+/**
+ * Why a request may not go on: a state-changing admin request from another site's page, or a route that needs a key
+ * it lacks (lib/auth.ts). Its route is looked up as hapi is about to (the same router, path and host), so that what a
+ * route needs goes by the route that answers, whatever the path's spelling (a trailing slash, say).
+ */
+function guard(gate: Gate, request: Hapi.Request): Boom.Boom | undefined {
+    let kind: ReturnType<typeof access> = 'model';
+    try {
+        kind = access((request.server.match(request.method, request.path, request.info.hostname) as Hapi.RequestRoute).path);
+    }
+    catch {
+        // a path hapi's router refuses (a bad escape): a model route's rule, then hapi's own 400
+    }
+    const asked = { method: request.method, path: request.path, headers: request.raw.req.headers };
+    return (kind === 'admin' ? crossSite(asked) : undefined) ?? gate.refuse(kind, asked);
+}
+
+/**
+ * Answers a refused request (guard()) once its body, if it has one, has been read and dropped, unparsed, within the
+ * body's deadline (BodyDeadlines): a client still sending it then reads the answer, on a connection that stays open
+ * (hapi closes one whose body it has not read, and the client's next write fails).
+ */
+async function refuse(request: Hapi.Request, err: Boom.Boom, bodies: BodyDeadlines): Promise<never> {
+    const req = request.raw.req;
+    if ((req.headers['content-length'] || req.headers['transfer-encoding']) && request.method !== 'get' && request.method !== 'head') {
+        bodies.watch(request);
+        await new Promise<void>((resolve) => {
+            req.once('end', resolve).once('close', resolve).resume();
+        });
+    }
+    throw err;
+}
+
+/** What /-/status says of the keys: where each set comes from and how many it holds, never a key nor a digest. */
+function authStatus(auth: AuthConfig | undefined): Status['auth'] {
+    const of = (s: KeySource | undefined) => s && { ...(s.env === undefined ? { file: s.file } : { env: s.env }), keys: s.digests.length };
+    return auth && { api_keys: of(auth.api_keys), admin_keys: of(auth.admin_keys) };
+}
+
 export function createServer(controller: Controller, watcher: ConfigWatcher, options: HttpOptions): Hapi.Server {
     const server = Hapi.server({ host: options.host, port: options.port, router: { stripTrailingSlash: true } });
+    /** status and reload answers name files relative to serve.yaml's folder, as serve.yaml does */
+    const folder = path.dirname(watcher.file);
     const headersTimeoutMs = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
     const bodyTimeoutMs = options.bodyTimeoutMs ?? BODY_TIMEOUT_MS;
 
     // Node's own limits on the listener: the headers within headersTimeoutMs; the whole request within Node's
     // requestTimeout, a backstop behind the body's deadline, which answers first. Checked every second (Node: 30 s).
     const listener = server.listener;
+    const gate = new Gate(() => watcher.auth);
+    shedLoad(listener, controller, gate);
     listener.headersTimeout = headersTimeoutMs;
     listener.requestTimeout = headersTimeoutMs + bodyTimeoutMs + 1000;
     // (Node reads it when the listener starts; @types/node does not declare it)
@@ -170,6 +141,13 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
     // the handler sees the media type the client sent.
     const bodies = new BodyDeadlines(bodyTimeoutMs, options.maxBytes);
     server.ext('onRequest', (request, h) => {
+        // With no key set and no Origin on a request that may change something, this test is all it costs.
+        if (gate.on || (request.headers.origin !== undefined && request.method !== 'get' && request.method !== 'head')) {
+            const refused = guard(gate, request);
+            if (refused) {
+                return refuse(request, refused, bodies);
+            }
+        }
         const type = String(request.headers['content-type'] ?? '');
         // No type at all is JSON: hapi's default (route payload.defaultContentType).
         const mime = type.split(';')[0].trim().toLowerCase() || 'application/json';
@@ -206,11 +184,11 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
             method: 'GET', path: '/-/status', handler: (request): Status => {
                 // The listener's own settings: --port and --host override serve.yaml's, and a changed http_options waits for a restart.
                 const http_options = { host: options.host, port: Number(request.server.info.port), request_timeout_s: options.requestTimeoutMs / 1000, max_body_size_mb: options.maxBytes / 2 ** 20 };
-                return { ...controller.status(), http_options, config: watcher.status() };
+                return relative({ ...controller.status(), http_options, config: watcher.status(), auth: authStatus(watcher.auth) }, folder);
             }
         },
-        { method: 'POST', path: '/-/reload', handler: () => watcher.reload('POST /-/reload') },
-        { method: 'GET', path: '/openapi.json', handler: (request) => document(controller, `${request.server.info.protocol}://${request.info.host}`) },
+        { method: 'POST', path: '/-/reload', handler: async () => reloaded(await watcher.reload('POST /-/reload'), folder) },
+        { method: 'GET', path: '/openapi.json', handler: (request) => document(controller, `${request.server.info.protocol}://${request.info.host}`, gate.models) },
         { method: 'GET', path: '/docs', handler: (_request, h) => h.response(docsPage).type('text/html') },
         {
             method: 'GET', path: '/docs/{file}', handler: (request, h) => {

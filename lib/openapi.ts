@@ -76,7 +76,14 @@ const errorSchema: JsonSchema = {
 
 const errorResponse = (description: string) => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } });
 
-export function document(controller: Controller, serverUrl: string): JsonSchema {
+/** How a model route takes its key (lib/auth.ts), for Swagger UI's Authorize button: either one does. */
+const securitySchemes = {
+    bearer: { type: 'http', scheme: 'bearer', description: 'Authorization: Bearer <key>' },
+    apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' }
+};
+
+/** `keyed`: the model routes need a key (serve.yaml's auth.api_keys), which the document then declares. */
+export function document(controller: Controller, serverUrl: string, keyed: boolean): JsonSchema {
     const paths: Record<string, Record<string, unknown>> = {};
     for (const [path, byMethod] of controller.routes) {
         for (const route of byMethod.values()) {
@@ -90,6 +97,7 @@ export function document(controller: Controller, serverUrl: string): JsonSchema 
                 responses: {
                     200: { description: 'Model outputs', content: { 'application/json': { schema: sig ? fromJoi(h.responseSchema(sig)) : { type: 'object' } } } },
                     400: errorResponse('Malformed body, or inputs of the wrong shape or type'),
+                    ...(keyed && { 401: errorResponse('No key, or not a valid one') }),
                     404: errorResponse('No such route'),
                     413: errorResponse('Body too large'),
                     500: errorResponse('The model failed'),
@@ -108,6 +116,9 @@ export function document(controller: Controller, serverUrl: string): JsonSchema 
                     ...extras.content
                 }
             };
+            if (keyed) {
+                op.security = [{ bearer: [] }, { apiKey: [] }];
+            }
             if (!sig) {
                 op.description = 'The model signature is unknown until a replica of this deployment is ready.';
             }
@@ -119,6 +130,6 @@ export function document(controller: Controller, serverUrl: string): JsonSchema 
         info: { title: 'tsserve', version, description: 'Model endpoints declared in serve.yaml. Admin routes live under /-/.' },
         servers: [{ url: serverUrl }],
         paths,
-        components: { schemas: { Error: errorSchema } }
+        components: { schemas: { Error: errorSchema }, ...(keyed && { securitySchemes }) }
     };
 }

@@ -97,14 +97,9 @@ export class Scheduler {
      * before its answer is written has hung up: its request leaves the queue.
      */
     submit(parsed: Parsed<unknown>, timeoutMs: number, client?: Client): Promise<string> {
-        const max = this.host.config.max_queued_requests;
-        if (this.queue.length >= max) {
-            // Dispatch is deferred to the end of the loop turn (pumpSoon); what a free replica can take now is not
-            // queued, so it leaves before the queue is called full.
-            this.pump();
-        }
-        if (this.queue.length >= max) {
-            return Promise.reject(fail('QUEUE_FULL', `deployment "${this.host.id}" has ${this.queue.length} requests queued (max_queued_requests)`));
+        const full = this.full();
+        if (full) {
+            return Promise.reject(fail('QUEUE_FULL', full));
         }
         return new Promise((resolve, reject) => {
             const now = performance.now();
@@ -118,6 +113,20 @@ export class Scheduler {
             this.enqueue(p);
             this.pumpSoon();
         });
+    }
+
+    /**
+     * Why a request would be refused with QUEUE_FULL now: the queue holds max_queued_requests; else nothing. The front
+     * door asks before it reads a body (lib/shed.ts), so that a refusal costs it little, and submit() asks again.
+     */
+    full(): string | undefined {
+        const max = this.host.config.max_queued_requests;
+        if (this.queue.length >= max) {
+            // Dispatch is deferred to the end of the loop turn (pumpSoon); what a free replica can take now is not
+            // queued, so it leaves before the queue is called full.
+            this.pump();
+        }
+        return this.queue.length >= max ? `deployment "${this.host.id}" has ${this.queue.length} requests queued (max_queued_requests)` : undefined;
     }
 
     /**
@@ -304,8 +313,16 @@ export class Scheduler {
         r.run(batch.map((p) => p.item), rows).then(
             (bodies) => batch.forEach((p, i) => this.finish(p, undefined, bodies[i])),
             (err: WireError | ReplicaDied) => this.retry(batch, err)
-        ).finally(this.pumpSoon);
+        ).finally(this.answered);
     }
+
+    /**
+     * A replica answered, so it has room: what is queued leaves now rather than after this poll phase, which, while
+     * the front door is busy (refusing an overload, say), can take long enough for the replica to sit idle.
+     */
+    private readonly answered = (): void => {
+        this.pump();
+    };
 
     /**
      * A batch failed. Inference is pure, so it is safe to run again: when its replica died, each request is

@@ -1,7 +1,7 @@
 // The running appliance: serve.yaml -> controller -> HTTP listener; live reloads; a graceful exit on SIGTERM/SIGINT.
 import path from 'node:path';
 import type Hapi from '@hapi/hapi';
-import { load } from './config';
+import { loadFile } from './config';
 import { Controller } from './controller';
 import { createServer } from './http';
 import { ConfigWatcher } from './watcher';
@@ -24,12 +24,12 @@ export interface Appliance {
 /** Loads and validates the file (throws ConfigError before anything starts), then starts everything. */
 export async function up(file: string, overrides: UpOptions = {}): Promise<Appliance> {
     const abs = path.resolve(file);
-    const config = load(abs);
+    const { config, text } = loadFile(abs);
     const http = { ...config.http_options, ...Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) };
     const controller = new Controller();
     const watcher = new ConfigWatcher(abs, controller);
     log.info(`starting ${config.applications.length} application(s) from ${file}`);
-    await watcher.start(config);
+    await watcher.start(config, text);
     log.info(`${controller.deployments.size} deployment(s) started: ${[...controller.deployments.values()].map((d) => `${d.id} ${d.status().status}`).join(', ')}`);
     const server = createServer(controller, watcher, {
         host: http.host, port: http.port, requestTimeoutMs: http.request_timeout_s * 1000, maxBytes: Math.round(http.max_body_size_mb * 1024 * 1024)

@@ -1,5 +1,7 @@
-// What /-/status answers, declared once for the server that builds it and the `tsserve status` that reads it; and
-// that answer as a table a person can read.
+// What /-/status answers, declared once for the server that builds it and the `tsserve status` that reads it; that
+// answer as a table a person can read; and its files named as serve.yaml names them, not by where they lie.
+import path from 'node:path';
+import { isModule } from '../handlers/registry';
 import type { ReloadResult } from './watcher';
 import type { ModelConfig, ServeConfig } from '../schemas/serve';
 
@@ -15,7 +17,7 @@ export interface ReplicaStatus {
     last_error?: string;
     /** last_error once the replica runs again: kept, with its time, but no longer current */
     last_failure?: { error: string; at: string };
-    /** the snapshot folder it loads its model (and handler module) from (lib/snapshot.ts) */
+    /** the name of the snapshot folder it loads its model (and handler module) from (lib/snapshot.ts) */
     snapshot?: string;
 }
 
@@ -41,6 +43,7 @@ export interface AppStatus {
 }
 
 export interface ConfigStatus {
+    /** the path of serve.yaml; /-/status shows its name */
     file: string;
     version: string;
     reloads: number;
@@ -53,16 +56,86 @@ export interface ControllerStatus {
     applications: AppStatus[];
 }
 
+/** Where a set of keys comes from, and how many it holds (never a key nor a digest). */
+export interface KeysStatus {
+    env?: string;
+    file?: string;
+    keys: number;
+}
+
 /** The body of GET /-/status. */
 export interface Status extends ControllerStatus {
     /** what the listener uses: serve.yaml's, with --host and --port applied (a change waits for a restart) */
     http_options: ServeConfig['http_options'];
     config: ConfigStatus;
+    /** the keys in force (lib/auth.ts); absent when every route is open */
+    auth?: { api_keys?: KeysStatus; admin_keys?: KeysStatus };
+}
+
+/** A path as serve.yaml would name it, relative to its folder: `./model.onnx`, `../models/a.onnx`. */
+export function shown(file: string, folder: string): string {
+    const rel = path.relative(folder, file);
+    return rel === '..' || rel.startsWith(`..${path.sep}`) ? rel : `./${rel}`;
+}
+
+/** A text (an error) with each path of a file in `folder` or below made relative to it, as shown() does. */
+function texts(folder: string): (text: string | undefined) => string | undefined {
+    // Below the root only: with serve.yaml at /, every slash of a text would be taken for the folder.
+    const prefix = folder === path.parse(folder).root ? undefined : folder + path.sep;
+    return (text) => prefix && text ? text.split(prefix).join('./') : text;
+}
+
+/** A reload's answer with paths relative to serve.yaml's folder, as relative() makes a status. */
+export function reloaded(result: ReloadResult, folder: string): ReloadResult {
+    const text = texts(folder);
+    const all = (list: string[]) => list.map((e) => text(e) as string);
+    return {
+        ...result,
+        ...(result.errors && { errors: all(result.errors) }),
+        ...(result.changes && { changes: { ...result.changes, errors: all(result.changes.errors), notices: all(result.changes.notices) } })
+    };
+}
+
+/**
+ * The status with no path of this machine in it: what it names, it names as an operator writes it in serve.yaml,
+ * relative to its folder (a model's path, a handler module's, a key file's, and a file of that folder or below that an
+ * error names); serve.yaml by its name; a replica's snapshot by its folder's name (lib/snapshot.ts: the version it
+ * holds, and a random part), which tells apart the copies of two versions, and where they lie is the README's to say.
+ */
+export function relative(s: Status, folder: string): Status {
+    const text = texts(folder);
+    const keys = (k: KeysStatus | undefined) => k && (k.file === undefined ? k : { ...k, file: shown(k.file, folder) });
+    return {
+        ...s,
+        applications: s.applications.map((a) => ({
+            ...a,
+            deployments: a.deployments.map((d) => ({
+                ...d,
+                model: { ...d.model, path: shown(d.model.path, folder) },
+                handler: isModule(d.handler) ? shown(d.handler, folder) : d.handler,
+                last_error: text(d.last_error),
+                replicas: d.replicas.map((r) => ({
+                    ...r,
+                    notice: text(r.notice),
+                    last_error: text(r.last_error),
+                    last_failure: r.last_failure && { ...r.last_failure, error: text(r.last_failure.error) as string },
+                    snapshot: r.snapshot && path.basename(r.snapshot)
+                }))
+            }))
+        })),
+        config: { ...s.config, file: path.basename(s.config.file), ...(s.config.last_reload && { last_reload: reloaded(s.config.last_reload, folder) }) },
+        ...(s.auth && { auth: { api_keys: keys(s.auth.api_keys), admin_keys: keys(s.auth.admin_keys) } })
+    };
 }
 
 function table(rows: string[][]): string {
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
     return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}
+
+/** `API keys: 2 from $TSSERVE_API_KEYS`, or what a route takes instead. */
+function keysLine(what: string, k: KeysStatus | undefined): string {
+    return k ? `${what}: ${k.keys} from ${k.env === undefined ? k.file : `$${k.env}`}` : `${what}: none`;
 }
 
 export function render(s: Status): string {
@@ -71,6 +144,7 @@ export function render(s: Status): string {
         `tsserve: ${s.ready ? 'READY' : 'NOT READY'} (since ${s.started_at})`,
         `config: ${s.config.file} (version ${s.config.version}, ${s.config.reloads} reload(s)${last ? `; last ${last.at} by ${last.trigger}: ${last.result}` : ''})`,
         ...(last?.errors ?? []).map((e) => `  ! ${e}`),
+        `auth: ${s.auth ? [keysLine('API keys', s.auth.api_keys), keysLine('admin keys', s.auth.admin_keys)].join('; ') : 'none, every route is open'}`,
         ''
     ];
     const rows = [['APPLICATION', 'DEPLOYMENT', 'STATUS', 'REPLICAS', 'QUEUED', 'VERSION']];

@@ -1,20 +1,20 @@
-// Live config: watch serve.yaml and its model files, and apply each real change once, as a rolling update.
-// Folders are watched, not files: editors save by renaming a temp file over the old one, and Kubernetes updates a
-// ConfigMap by swapping a `..data` symlink, neither of which a watch on the file itself sees. Only an event on a path
+// Live config: watch serve.yaml, its model files and its key files, and apply each real change once, as a rolling
+// update. Folders are watched, not files: editors save by renaming a temp file over the old one, and Kubernetes updates
+// a ConfigMap by swapping a `..data` symlink, neither of which a watch on the file itself sees. Only an event on a path
 // the config is made of schedules a look: serve.yaml, each link on the way to it or to a model, each model file, what
-// a model folder holds (as deep as it is read), each handler module. A log or an editor's swap file written beside
-// serve.yaml does nothing. In a look, what decides is the content (hashes), never timestamps.
+// a model folder holds (as deep as it is read), each handler module, each key file (auth:). A log or an editor's swap
+// file written beside serve.yaml does nothing. In a look, what decides is the content (hashes), never timestamps.
 import path from 'node:path';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import yaml from 'js-yaml';
 import chokidar, { type FSWatcher } from 'chokidar';
-import { ConfigError, contentDigest, digestKey, load } from './config';
+import { ConfigError, contentDigest, digestKey, loadFile } from './config';
 import { DigestCache } from './digests';
 import { isModule } from '../handlers/registry';
 import { log } from './log';
 import type { Changes, Controller } from './controller';
-import type { ServeConfig } from '../schemas/serve';
+import type { AuthConfig, ServeConfig } from '../schemas/serve';
 import type { ConfigStatus } from './status';
 
 export interface ReloadResult {
@@ -59,23 +59,43 @@ export class ConfigWatcher {
     private next?: Promise<ReloadResult>;
     reloads = 0;
     last?: ReloadResult;
+    /**
+     * The keys in force (lib/auth.ts): the last valid config's, from the moment it is accepted, before its deployments
+     * roll out, so that a key rotation applies at once. A refused config leaves them as they were.
+     */
+    auth?: AuthConfig;
 
     /** `digests` reads the model files, each again only when it changed (lib/digests.ts). */
     constructor(readonly file: string, private readonly controller: Controller, readonly digests = new DigestCache()) {}
 
-    /** Applies the file for the first time; a ConfigError here is the caller's to report. */
-    async start(config: ServeConfig): Promise<Changes> {
+    /**
+     * Applies the file for the first time: config, parsed from the file's bytes `text` (lib/config.ts, loadFile()). A
+     * ConfigError here is the caller's to report.
+     */
+    async start(config: ServeConfig, text: Buffer = fs.readFileSync(this.file)): Promise<Changes> {
         const digests = await modelDigests(config, this.digests);
         this.digests.sweep();
-        this.fingerprint = fingerprint(this.file, digests);
+        this.fingerprint = fingerprint(text, digests, config);
+        this.auth = config.auth;
         const changes = await this.controller.apply(config, digests);
         this.serving = config;
         await this.watch(config);
+        // A save while the replicas started came before the watch: no event tells of it, so a look is made now.
+        let now: Buffer | undefined;
+        try {
+            now = fs.readFileSync(this.file);
+        }
+        catch {
+            // gone meanwhile: the look says so
+        }
+        if (!now?.equals(text)) {
+            void this.reload('file change');
+        }
         return changes;
     }
 
     /**
-     * Watches the file and what a config is made of (its model paths and handler modules), and the `extra` paths:
+     * Watches the file and what a config is made of (its model paths, handler modules and key files), and the `extra` paths:
      * nothing without a valid config seen yet, nor after close(). Resolves once the watch is up.
      */
     private async watch(config: ServeConfig | undefined, extra: string[] = []): Promise<void> {
@@ -131,9 +151,11 @@ export class ConfigWatcher {
         let digests: Map<string, string>;
         let print: string;
         try {
-            config = load(this.file);
+            // the bytes validated are the bytes fingerprinted: a save while the models are hashed is the next look's
+            let text: Buffer;
+            ({ config, text } = loadFile(this.file));
             digests = await modelDigests(config, this.digests);
-            print = fingerprint(this.file, digests);
+            print = fingerprint(text, digests, config);
         }
         catch (err) {
             // a ConfigError, or a file gone between validation and hashing
@@ -158,6 +180,7 @@ export class ConfigWatcher {
             return this.record({ at, trigger, result: 'applied', config_version: this.version, changes, errors: [] });
         }
         log.info(`reload (${trigger}): applying ${this.file}`);
+        this.auth = config.auth;
         const changes = await this.controller.apply(config, digests);
         this.fingerprint = print;
         this.serving = config;
@@ -199,21 +222,38 @@ async function modelDigests(config: ServeConfig, files: DigestCache): Promise<Ma
     return digests;
 }
 
-/** What a running version is made of: the file's text and its models' content. */
-function fingerprint(file: string, digests: Map<string, string>): string {
-    return crypto.createHash('sha256').update(fs.readFileSync(file)).update([...digests.values()].join()).digest('hex');
+/**
+ * What a running version is made of: the file's text (the bytes its config was parsed from), its models' content and
+ * its keys (their digests).
+ */
+function fingerprint(text: Buffer, digests: Map<string, string>, config: ServeConfig): string {
+    return crypto.createHash('sha256').update(text).update([...digests.values()].join())
+        .update(JSON.stringify(config.auth ?? null)).digest('hex');
 }
 
-/** The model paths and handler modules of a valid config (absolute: validation resolved them). */
-const sources = (config: ServeConfig): string[] =>
-    config.applications.flatMap((a) => a.deployments).flatMap((d) => [d.model.path, d.handler]).filter(isModule);
+/** The key files of an auth section. */
+const keyFiles = (auth: { api_keys?: { file?: unknown }; admin_keys?: { file?: unknown } } | undefined): unknown[] =>
+    [auth?.api_keys?.file, auth?.admin_keys?.file];
 
-/** The model paths and handler modules a refused file names, read leniently (a built-in handler's name is no path). */
+/** The model paths, handler modules and key files of a valid config (absolute: validation resolved them). */
+const sources = (config: ServeConfig): string[] => [
+    ...config.applications.flatMap((a) => a.deployments).flatMap((d) => [d.model.path, d.handler]).filter(isModule),
+    ...keyFiles(config.auth).filter((p): p is string => p !== undefined)
+];
+
+/**
+ * The model paths, handler modules and key files a refused file names, read leniently (a built-in handler's name is
+ * no path).
+ */
 function named(file: string): string[] {
     try {
-        const doc = yaml.load(fs.readFileSync(file, 'utf8')) as { applications: Array<{ deployments: Array<{ model: { path: unknown }; handler: unknown }> }> };
-        return doc.applications.flatMap((a) => a.deployments).flatMap((d) => [d.model.path, d.handler])
-            .filter((p): p is string => typeof p === 'string' && isModule(p)).map((p) => path.resolve(path.dirname(file), p));
+        const doc = yaml.load(fs.readFileSync(file, 'utf8')) as {
+            applications: Array<{ deployments: Array<{ model: { path: unknown }; handler: unknown }> }>;
+            auth?: { api_keys?: { file?: unknown }; admin_keys?: { file?: unknown } };
+        };
+        const keys = keyFiles(doc.auth).filter((p): p is string => typeof p === 'string');
+        return [...doc.applications.flatMap((a) => a.deployments).flatMap((d) => [d.model.path, d.handler])
+            .filter((p): p is string => typeof p === 'string' && isModule(p)), ...keys].map((p) => path.resolve(path.dirname(file), p));
     }
     catch {
         // no YAML, or not of the form above: the running version's paths are watched still

@@ -82,8 +82,29 @@ export const httpOptions = Joi.object({
     max_body_size_mb: Joi.number().min(0.001).max(4096).default(16)
 });
 
+/** Where API keys come from: never serve.yaml itself (lib/auth.ts reads them). */
+export const keySource = Joi.object({
+    env: Joi.string().pattern(/^[A-Za-z_][A-Za-z0-9_]*$/)
+        .description('an environment variable holding the keys, separated by commas or whitespace')
+        .messages({ 'string.pattern.base': '{{#label}} must be the name of an environment variable (letters, digits, "_")' }),
+    file: Joi.string().min(1)
+        .description('a file holding the keys, one a line (sha256:<hex> for a hashed key; # comments); relative to serve.yaml')
+}).xor('env', 'file').messages({
+    'object.base': '{{#label}} must name an environment variable (env: VARIABLE) or a file (file: ./keys.txt) that holds the keys: keys are never written in serve.yaml itself',
+    'object.missing': '{{#label}} must name an environment variable (env: VARIABLE) or a file (file: ./keys.txt)',
+    'object.xor': '{{#label}} takes env or file, not both'
+});
+
+export const auth = Joi.object({
+    api_keys: keySource.description('keys for the model routes (admin keys are taken there too), and for the admin routes unless admin_keys is set'),
+    admin_keys: keySource.description('keys for the admin routes (/-/reload, /-/status)')
+}).or('api_keys', 'admin_keys').messages({
+    'object.missing': '{{#label}} must set api_keys, admin_keys or both (leave auth out for none)'
+});
+
 export const serve = Joi.object({
     http_options: httpOptions.default(),
+    auth,
     applications: Joi.array().items(application).min(1).required()
 });
 
@@ -127,7 +148,23 @@ export interface ApplicationConfig {
     routes?: RouteConfig[];
 }
 
+/** Where a set of keys comes from: exactly one of env and file. */
+export interface KeySource {
+    env?: string;
+    /** absolute once loaded */
+    file?: string;
+    /** filled in once loaded: the SHA-256 of each key, as hex (lib/auth.ts); the keys themselves are never kept */
+    digests: string[];
+}
+
+export interface AuthConfig {
+    api_keys?: KeySource;
+    admin_keys?: KeySource;
+}
+
 export interface ServeConfig {
     http_options: { host: string; port: number; request_timeout_s: number; max_body_size_mb: number };
+    /** absent: every route is open */
+    auth?: AuthConfig;
     applications: ApplicationConfig[];
 }

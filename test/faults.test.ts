@@ -1,6 +1,7 @@
 // Faults a replica set must absorb without a failed request: a replica that hangs holding requests, replicas killed
-// together, a model file overwritten with garbage under a running version; and what status says once it has
-// recovered. Real processes and HTTP, and in-process checks of the parts (batch deadlines, snapshots, probes).
+// together, a model file overwritten with garbage under a running version, invalid config files saved under load;
+// and what status says once it has recovered. Real processes and HTTP, and in-process checks of the parts (batch
+// deadlines, snapshots, probes).
 import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -152,12 +153,16 @@ ${app('victim', 'victim.onnx', 'num_replicas: 2\nhandler: ./victim_handler.js')}
 
     const [a, b] = await replicas(s, 'victim');
     t.equal(a.snapshot, b.snapshot, 'the replicas of one version share its snapshot');
-    const snapshot = a.snapshot as string;
+    t.match(a.snapshot, /^\w{12}-\w+$/, 'status names it by its folder\'s name (the version, a random part), not where it lies');
+    // where it lies: in the server's own folder of the system's temporary folder
+    const [root] = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith(`tsserve-snapshots-${s.proc.pid}-`));
+    const at = (name: string) => path.join(os.tmpdir(), root, 'victim', 'model', name);
+    const snapshot = at(a.snapshot as string);
     t.match(path.relative(os.tmpdir(), snapshot), /^tsserve-snapshots-\d+-\w+\/victim\/model\/\w{12}-\w+$/, 'in a folder of its own, by application, deployment and version');
     t.same(fs.readFileSync(path.join(snapshot, 'model', 'victim.onnx')), fs.readFileSync(model), 'holding a copy of the model');
     t.ok(fs.lstatSync(path.join(snapshot, 'model', 'mlp.onnx')).isSymbolicLink(), 'with what lies beside it linked');
     t.equal(fs.readFileSync(path.join(snapshot, 'handler', 'victim_handler.js'), 'utf8'), fs.readFileSync(handler, 'utf8'), 'and of the handler module');
-    t.equal((await deployment(s, 'victim')).model.path, model, 'status names the model as serve.yaml does');
+    t.equal((await deployment(s, 'victim')).model.path, './victim.onnx', 'status names the model as serve.yaml does');
 
     // A failed update: both files overwritten with garbage. The reload's new version fails; the old keeps serving.
     fs.writeFileSync(model, 'garbage, not an ONNX model');
@@ -176,14 +181,14 @@ ${app('victim', 'victim.onnx', 'num_replicas: 2\nhandler: ./victim_handler.js')}
     await restarted(s, 'victim', [a.pid, b.pid]);
     const after = await Promise.all(Array.from({ length: 4 }, ask));
     t.same(after, after.map(() => before), 'the old model answers, through the old handler');
-    t.match(await replicas(s, 'victim'), [{ snapshot, restarts: 1 }, { snapshot, restarts: 1 }]);
+    t.match(await replicas(s, 'victim'), [{ snapshot: a.snapshot, restarts: 1 }, { snapshot: a.snapshot, restarts: 1 }]);
 
     // A good update: the new version runs from a snapshot of its own, and the old one's goes with its last replica.
     fs.copyFileSync(path.join(dir, 'mlp2.onnx'), model);
     fs.writeFileSync(handler, handlerSource);
     const fresh = await until(async () => {
         const rs = await replicas(s, 'victim');
-        return rs.length === 2 && rs.every((r) => r.state === 'RUNNING' && r.snapshot && r.snapshot !== snapshot) && rs[0].snapshot;
+        return rs.length === 2 && rs.every((r) => r.state === 'RUNNING' && r.snapshot && r.snapshot !== a.snapshot) && at(rs[0].snapshot as string);
     }, { what: () => `the new version running:\n${s.output()}` });
     await until(() => !fs.existsSync(snapshot), { what: 'the old version\'s snapshot removed' });
     t.pass('the old version\'s snapshot is gone with its last replica');
@@ -194,6 +199,91 @@ ${app('victim', 'victim.onnx', 'num_replicas: 2\nhandler: ./victim_handler.js')}
 
     t.equal(await s.stop(), 0);
     t.notOk(fs.existsSync(path.join(os.tmpdir(), path.relative(os.tmpdir(), snapshot).split(path.sep)[0])), 'the server\'s snapshots are gone with it');
+});
+
+t.test('invalid files saved under load, one kind after another, are refused: the running version serves on and stays ready; a valid edit then applies', async (t) => {
+    const file = path.join(dir, 'edits.yaml');
+    const valid = (replicas: number) => `applications:
+${app('slow', 'slow.onnx', `num_replicas: ${replicas}
+batching: { max_batch_size: 4, batch_wait_timeout_s: 0.002 }`)}`;
+    const original = valid(2);
+    const s = await serve(dir, original, 'edits.yaml');
+    t.teardown(() => s.stop());
+    const status = async () => (await s.get('/-/status')).body;
+    const first = await status();
+    const serving = first.applications[0].deployments[0];
+    const pids = (serving.replicas as ReplicaStatus[]).map((r) => r.pid);
+    // Each kind of invalid file, with the error /-/status must show for it (one, at its path in the file).
+    const half = Buffer.from(original).subarray(0, Buffer.byteLength(original) >> 1);
+    const invalid: Array<{ what: string; text: string | Buffer; error: RegExp }> = [
+        { what: 'a YAML syntax error', text: original.replace('    deployments:', '   deployments:'), error: /^YAML syntax error: bad indentation of a sequence entry in ".*edits\.yaml" \(4:4\)/ },
+        { what: 'a schema error', text: original.replace('num_replicas: 2', 'num_replicas: -1'), error: /^applications\[0\]\.deployments\[0\]\.num_replicas: .* must be greater than or equal to 1$/ },
+        { what: 'an unknown handler', text: original.replace('num_replicas: 2', 'num_replicas: 2\n        handler: nope'), error: /^applications\[0\]\.deployments\[0\]\.handler: .* must be one of tensor, text, image, audio, or the path of a handler module/ },
+        { what: 'a model path that does not exist', text: original.replace('./slow.onnx', './missing.onnx'), error: /^applications\[0\]\.deployments\[0\]\.model\.path: model file or folder not found: .*missing\.onnx$/ },
+        { what: 'a file truncated to half its bytes', text: half, error: /^YAML syntax error: unexpected end of the stream/ },
+        { what: 'an empty file', text: '', error: /^applications: "applications" is required$/ }
+    ];
+    /** Saves serve.yaml and resolves with /-/status once the reload the save causes is recorded. */
+    const save = async (text: string | Buffer, what: string) => {
+        const before = (await status()).config.reloads;
+        fs.writeFileSync(file, text);
+        return until(async () => {
+            const now = await status();
+            return now.config.reloads > before && now;
+        }, { what: () => `the reload of ${what}:\n${s.output()}` });
+    };
+    // /-/ready, asked all along, from before the first save to after the last.
+    const unready: string[] = [];
+    let asked = 0;
+    let watching = true;
+    const readiness = (async () => {
+        while (watching) {
+            const r = await s.get('/-/ready').catch((e: Error) => ({ status: 0, body: e.message }));
+            asked++;
+            if (r.status !== 200) {
+                unready.push(`${r.status} ${JSON.stringify(r.body)}`);
+            }
+            // a pause between asks, as until() makes
+            await sleep(20);
+        }
+    })();
+
+    const { done, failed } = await strikesUnderLoad(s, '/slow/predict', (line) => t.comment(line), async (k) => {
+        if (k < invalid.length) {
+            const { what, text, error } = invalid[k];
+            const now = await save(text, what);
+            t.match(now.config, { version: first.config.version, last_reload: { trigger: 'file change', result: 'invalid', config_version: first.config.version } }, `${what}: refused, the running config version kept`);
+            t.match(now.config.last_reload.errors, { length: 1, 0: error }, `${what}: the error says what is wrong, and where`);
+            const d = now.applications[0].deployments[0];
+            t.match(d, { status: 'RUNNING', version: serving.version, target_replicas: 2, running_replicas: 2 }, `${what}: the deployment's version serves on`);
+            t.same(d.replicas.map((r: ReplicaStatus) => [r.pid, r.state, r.restarts]), pids.map((p) => [p, 'RUNNING', 0]), `${what}: on the same replicas`);
+            t.equal((await s.get('/-/ready')).status, 200, `${what}: ready`);
+        }
+        else if (k === invalid.length) {
+            // the running version's own file put back: applied, nothing touched
+            const now = await save(original, 'the original file');
+            t.match(now.config, { version: first.config.version, last_reload: { result: 'applied', errors: [], changes: { unchanged: ['slow/model'], updated: [], replaced: [] } } }, 'the original file again: applied, as it runs');
+            t.same(now.applications[0].deployments[0].replicas.map((r: ReplicaStatus) => r.pid), pids, 'no replica touched');
+        }
+        else {
+            // a real change still applies: 2 -> 1 replicas, in place (the newest drains and goes; no process to start)
+            const now = await save(valid(1), 'num_replicas: 1');
+            t.match(now.config.last_reload, { result: 'applied', errors: [], changes: { updated: ['slow/model'], replaced: [], added: [], removed: [] } }, 'num_replicas 2 -> 1: applied');
+            t.not(now.config.version, first.config.version, 'a new config version');
+            const d = await until(async () => {
+                const dep = (await status()).applications[0].deployments[0];
+                return dep.replicas.length === 1 && dep;
+            }, { what: () => `one replica left:\n${s.output()}` });
+            t.match(d, { target_replicas: 1, running_replicas: 1, replicas: [{ pid: pids[0], state: 'RUNNING' }] }, 'the first replica serves on, alone');
+            t.not(d.version, serving.version, 'a new deployment version');
+        }
+    }, invalid.length + 2);
+    watching = false;
+    await readiness;
+    t.equal(failed, 0, `no failed request out of ${done}`);
+    t.same(unready, [], `/-/ready answered 200 all along (${asked} times)`);
+    t.equal((await status()).config.reloads, invalid.length + 2, 'one reload per save');
+    t.equal(s.output().match(/reload \(file change\) refused, the running version keeps serving/g)?.length, invalid.length, 'each refusal logged');
 });
 
 t.test('a batch deadline: generous before any history, then slack times the recent peak, per batch or per row', async (t) => {

@@ -238,10 +238,10 @@ export const slowRows = (n: number, v: number): number[][] => Array.from({ lengt
 
 /**
  * Load on the route of an identity model (slow.onnx) from 8 clients, each request 3 rows of its own value and its
- * answer checked: 20 answers, then `strike(round)` (kill replicas, say), three times, then 20 answers more. Resolves
- * with how many requests were answered and how many of them wrongly (each of those is shown as a comment).
+ * answer checked: 20 answers, then `strike(round)` (kill replicas, say), `rounds` times, then 20 answers more.
+ * Resolves with how many requests were answered and how many of them wrongly (each of those is shown as a comment).
  */
-export async function strikesUnderLoad(s: Served, route: string, comment: (line: string) => void, strike: (round: number) => Promise<void>): Promise<{ done: number; failed: number }> {
+export async function strikesUnderLoad(s: Served, route: string, comment: (line: string) => void, strike: (round: number) => Promise<void>, rounds = 3): Promise<{ done: number; failed: number }> {
     let failed = 0;
     let done = 0;
     let running = true;
@@ -262,7 +262,7 @@ export async function strikesUnderLoad(s: Served, route: string, comment: (line:
         const mark = done;
         await until(() => done >= mark + n, { what: `${n} answers ${after}` });
     };
-    for (let k = 0; k < 3; k++) {
+    for (let k = 0; k < rounds; k++) {
         await answered(20, k ? `since strike ${k}` : 'to start with');
         await strike(k);
     }

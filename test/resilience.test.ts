@@ -1,5 +1,6 @@
 // Overload, timeouts, dying and hanging replicas, failing models, graceful shutdown: each with a real process.
 import t from 'tap';
+import net from 'node:net';
 import { fixtures, serve, app, held, near, slowRows, strikesUnderLoad, until, type Served } from './helpers';
 
 const dir = fixtures();
@@ -61,6 +62,63 @@ health_check_timeout_s: 600`)}`);
     t.match(await replicas(s, 'slow'), [{ pid: replica.pid, state: 'RUNNING', restarts: 0 }], 'the replica serves on');
     const after = await s.post('/slow/predict', { inputs: slowRows(2, 4) });
     t.ok(near(after.body.outputs.y.flat(), [4, 4], 1e-2), 'and so does the server', { found: after.body.outputs.y, wanted: slowRows(2, 4) });
+});
+
+t.test('a full deployment refuses a request as soon as its headers arrive, and keeps the connection', async (t) => {
+    // Refusing without reading the body is what keeps refusals cheap under overload (lib/shed.ts): here the body
+    // is never sent before the answer, which only a refusal at the headers can give. With API keys on, a request
+    // without one learns nothing of the queue: it gets 401, as from any route that needs a key.
+    process.env.TSSERVE_SHED_TEST_KEYS = 'shed-test-key-0123456789';
+    const key = { 'x-api-key': process.env.TSSERVE_SHED_TEST_KEYS };
+    const s = await serve(dir, `auth: { api_keys: { env: TSSERVE_SHED_TEST_KEYS } }
+applications:
+${app('slow', 'slow.onnx', `max_ongoing_requests: 1
+max_queued_requests: 1
+batching: { max_batch_size: 1 }
+health_check_timeout_s: 600`)}`);
+    t.teardown(() => s.stop());
+    const status = async () => ((await (await fetch(`${s.url}/-/status`, { headers: key })).json()) as any).applications[0].deployments[0];
+    const [replica] = (await status()).replicas;
+    const { admitted } = await held(replica.pid, async () => {
+        const admitted = [s.post('/slow/predict', { inputs: slowRows(1, 1) }, key)];
+        await until(async () => (await status()).replicas[0].inflight_requests === 1, { what: 'the first request in flight' });
+        admitted.push(s.post('/slow/predict', { inputs: slowRows(1, 2) }, key));
+        await until(async () => (await status()).queued_requests === 1, { what: 'the second request queued' });
+
+        const socket = net.connect(Number(new URL(s.url).port), '127.0.0.1');
+        t.teardown(() => socket.destroy());
+        let received = '';
+        socket.on('data', (d) => received += d);
+        const answer = async (what: string) => {
+            const text = await until(() => /\r\n\r\n/.test(received) && received.length >= received.indexOf('\r\n\r\n') + 4 + Number(/content-length: (\d+)/i.exec(received)?.[1]) && received, { what });
+            received = '';
+            const [head, body] = text.split('\r\n\r\n');
+            return { head, body: JSON.parse(body) };
+        };
+        const body = JSON.stringify({ inputs: slowRows(1, 3) });
+        // A trailing slash and a query string reach the same route, as hapi would route them.
+        socket.write(`POST /slow/predict/?a=1 HTTP/1.1\r\nHost: x\r\nX-API-Key: ${key['x-api-key']}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`);
+        const refused = await answer('a refusal before the body is sent');
+        t.match(refused.head, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+        t.match(refused.head, /\r\nretry-after: 1\r\n/i);
+        t.notMatch(refused.head, /connection: close/i, 'the connection is kept');
+        t.same(refused.body, { statusCode: 503, error: 'Service Unavailable', message: 'deployment "slow/model" has 1 requests queued (max_queued_requests)', code: 'QUEUE_FULL' });
+        // The body that follows is read and dropped; the connection then carries the next request.
+        socket.write(body);
+        socket.write('GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+        t.match(await answer('the next request on the same connection'), { head: /^HTTP\/1\.1 200 OK/, body: { status: 'ok' } });
+        // A request refused later, by the scheduler once its body has arrived (a path hapi decodes first), has the same body.
+        const late = await s.post('/slow/%70redict', { inputs: slowRows(1, 4) }, key);
+        t.equal(late.status, 503);
+        t.same(late.body, refused.body, 'the same answer as a refusal at the headers');
+        t.equal(late.headers.get('retry-after'), '1');
+        const keyless = await s.post('/slow/predict', { inputs: slowRows(1, 5) });
+        t.match(keyless, { status: 401, body: { code: 'UNAUTHORIZED' } }, 'no key: 401, full queue or not');
+        return { admitted };
+    });
+    const answers = await Promise.all(admitted);
+    t.same(answers.map((a) => a.status), [200, 200], 'the admitted requests are answered');
+    t.ok(near([...answers[0].body.outputs.y.flat(), ...answers[1].body.outputs.y.flat()], [1, 2], 1e-2), 'rightly', { found: answers.map((a) => a.body.outputs.y) });
 });
 
 t.test('a model error or a client gone costs no other request', async (t) => {

@@ -497,7 +497,7 @@ ${deployment('notok', noTokenizer, '{}')}
         const status = (await s.get('/-/status')).body;
         const dep = status.applications.find((a: any) => a.name === 'notok').deployments[0];
         t.equal(dep.status, 'UNHEALTHY');
-        t.equal(dep.last_error, `model failed to load: the text handler needs a Hugging Face tokenizer.json in the model folder ${noTokenizer}, and there is none`);
+        t.equal(dep.last_error, `model failed to load: the text handler needs a Hugging Face tokenizer.json in the model folder ./no-tokenizer, and there is none`, 'named as serve.yaml does, relative to its folder');
         t.equal((await s.post('/sentiment/predict', { text: 'great' })).status, 200);
     });
 });

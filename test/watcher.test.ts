@@ -10,11 +10,12 @@ import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { DigestCache } from '../lib/digests';
 import { ConfigWatcher, type ReloadResult } from '../lib/watcher';
-import { contentDigest, load, parse } from '../lib/config';
+import { contentDigest, load, loadFile, parse } from '../lib/config';
 import { log } from '../lib/log';
 import { cli, fixtures, serve, sleep, until, type Served, type UntilOptions } from './helpers';
 import type { Changes, Controller } from '../lib/controller';
 import type { Status } from '../lib/status';
+import type { ServeConfig } from '../schemas/serve';
 
 const dir = fixtures();
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -453,4 +454,67 @@ t.test('a real server: once a valid file follows a refused one, /-/status shows 
     config = await reloaded(4);
     t.match(config.last_reload, { result: 'applied', errors: [], changes: { updated: ['s/d'] } });
     t.notMatch(JSON.stringify(config), refusal, 'no trace of the refused file in /-/status\'s config');
+});
+
+/** A small serve.yaml for the in-process watcher: one deployment of mlp.onnx with n replicas. */
+const replicasOf = (n: number) => `applications:\n  - name: a\n    deployments:\n      - { name: d, num_replicas: ${n}, model: { path: ./mlp.onnx } }\n`;
+
+t.test('a save while a look hashes the models is the next look\'s to apply, not taken for the running file', async (t) => {
+    const root = folder({ 'mlp.onnx': mlp, 'serve.yaml': replicasOf(1) });
+    const file = path.join(root, 'serve.yaml');
+    const applied: number[] = [];
+    const controller = { apply: async (c: ServeConfig) => (applied.push(c.applications[0].deployments[0].num_replicas), nothing()) } as unknown as Controller;
+    // the save of 3 comes while the look that read 2 hashes the model (made to happen there by the cache itself)
+    let save: (() => void) | undefined;
+    const digests = new (class extends DigestCache {
+        override async digest(f: string): Promise<string> {
+            const digest = await super.digest(f);
+            save?.();
+            save = undefined;
+            return digest;
+        }
+    })();
+    const saved = { ...log };
+    log.info = log.warn = log.error = () => {};
+    t.teardown(() => {
+        Object.assign(log, saved);
+    });
+    const watcher = new ConfigWatcher(file, controller, digests);
+    await watcher.start(load(file));
+    // no watch: the looks are asked for here, one for each save
+    await watcher.close();
+    fs.writeFileSync(file, replicasOf(2));
+    save = () => fs.writeFileSync(file, replicasOf(3));
+    t.match(await watcher.reload('test'), { result: 'applied' }, 'the look at 2');
+    t.match(await watcher.reload('test'), { result: 'applied' }, 'the look at 3');
+    t.same(applied, [1, 2, 3], 'each file applied, the last one included');
+});
+
+t.test('a file saved or removed while the first version starts, before the watch is up, is looked at once it is', async (t) => {
+    const root = folder({ 'mlp.onnx': mlp });
+    const file = path.join(root, 'serve.yaml');
+    const saved = { ...log };
+    log.info = log.warn = log.error = () => {};
+    t.teardown(() => {
+        Object.assign(log, saved);
+    });
+    for (const [what, during, want] of [
+        ['saved', () => fs.writeFileSync(file, replicasOf(2)), { result: 'applied', errors: [] }],
+        ['removed', () => fs.rmSync(file), { result: 'invalid', errors: [/^cannot read file: ENOENT/] }]
+    ] as const) {
+        fs.writeFileSync(file, replicasOf(1));
+        let applied = 0;
+        const controller = { apply: async () => {
+            if (!applied++) {
+                during();
+            }
+            return nothing();
+        } } as unknown as Controller;
+        const watcher = new ConfigWatcher(file, controller);
+        const { config, text } = loadFile(file);
+        await watcher.start(config, text);
+        await until(() => watcher.reloads === 1, { what: `the look at the file ${what} as the server started` });
+        t.match(watcher.last, { trigger: 'file change', ...want }, `the file ${what} as the server started: looked at`);
+        await watcher.close();
+    }
 });

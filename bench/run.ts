@@ -1,14 +1,16 @@
 // tsserve benchmark: every figure is a ratio against a baseline measured in the same run, on the same machine.
 // Usage: npm run build && npm run build:tools && node build/bench/run.js     (see bench/README.md)
-// Environment: BENCH_SCALE=0.3 shortens every load (smoke run); BENCH_ONLY=mlp|cnn runs one part; BENCH_CLI=path/to/cli.js
+// Environment: BENCH_SCALE=0.3 shortens every load (smoke run); BENCH_ONLY=mlp|cnn|rolling|overload|soak runs one part; BENCH_CLI=path/to/cli.js
 // benchmarks another tsserve build; BENCH_PROF=1 runs the servers with --cpu-prof (profiles in bench/out/prof);
-// BENCH_STRICT=1 exits 1 when a figure misses its target.
+// BENCH_STRICT=1 exits 1 when a figure misses its target; BENCH_SOAK_S=120 sets the soak's length (BENCH_ONLY=soak).
 process.env.ORT_DISABLE_TELEMETRY = '1'; // before onnxruntime-node loads (here, in raw.ts, and in every child)
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { rolling } from './rolling';
+import { FACTORS, overload } from './overload';
+import { soak, soakLines, soakPassed, worstProcess } from './soak';
 import { mlp, mulberry32, resnet18 } from '../modelgen/zoo';
 import { freePort, jsonBody, latency, post, startServer, throughput, waitForQuiet, withCpu, type Body, type CpuUse, type Server } from './harness';
 import { openRaw, type RawPoint } from './raw';
@@ -17,7 +19,7 @@ const root = path.resolve(__dirname, '..', '..');
 const out = path.join(root, 'bench', 'out');
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const secs = (s: number) => Math.max(1, Math.round(s * scale));
-const T = { mlp: secs(6), mlpWarm: secs(2), latency: secs(3), cnn: secs(12), cnnWarm: secs(3), raw: Math.max(1, 2.5 * scale) };
+const T = { mlp: secs(6), mlpWarm: secs(2), latency: secs(3), cnn: secs(12), cnnWarm: secs(3), raw: Math.max(1, 2.5 * scale), overload: secs(8), overloadWarm: secs(2) };
 const CONNECTIONS = 32;
 /** total ONNX Runtime intra-op threads on both sides of figure 3 */
 const THREADS = 2;
@@ -331,11 +333,52 @@ async function figuresRolling(): Promise<void> {
     }
 }
 
+/** 6: RSS of the front and every replica over a soak of mixed load: the end against the end of warm-up; and failures. */
+async function figuresSoak(): Promise<void> {
+    const seconds = Number(process.env.BENCH_SOAK_S) || secs(600);
+    console.log(`\n[6] soak: the example serve.yaml, every route, good and bad requests, ${seconds} s`);
+    const cli = path.resolve(process.env.BENCH_CLI ?? path.join(root, 'dist', 'lib', 'cli.js'));
+    const r = await soak(root, path.join(out, 'soak'), cli, seconds);
+    const w = worstProcess(r);
+    figure({ id: '6', name: `RSS after a ${seconds} s mixed soak, most grown (${w.name})`, unit: 'MiB', tsserve: w.endMedianMiB, baseline: w.startMedianMiB,
+        baselineName: 'same process after warm-up', target: { op: '<=', value: 1.1 } }, r.cpu);
+    figures[figures.length - 1].pass = soakPassed(r);
+    checks.push(...soakLines(r));
+    loads.push({ label: 'soak', ...r });
+}
+
+/**
+ * 5: goodput (answers per second) of one replica offered 1, 4 and 10 times its capacity in an open loop, against that
+ * capacity; and, for information, the front-bound MLP at 1024 connections against 32.
+ */
+async function figuresOverload(): Promise<void> {
+    console.log(`\n[5] overload: one replica offered ${FACTORS.join(', ')} times its capacity, ${T.overload}s each`);
+    const cli = path.resolve(process.env.BENCH_CLI ?? path.join(root, 'dist', 'lib', 'cli.js'));
+    const r = await overload(path.join(out, 'overload'), cli, T.overload, T.overloadWarm, stable, (line) => console.log(line));
+    for (const o of r.open) {
+        figure({
+            id: `5${'abc'[FACTORS.indexOf(o.factor)]}`, name: `goodput at ${o.factor}x capacity, 1 replica (open loop)`, unit: 'req/s', tsserve: o.result.ok,
+            baseline: r.capacity.rps, baselineName: `capacity: closed loop, ${r.capacity.connections} conns`, target: { op: '>=', value: 0.9 }
+        }, o.cpu, r.capacity.cpu);
+        checks.push(`overload ${o.factor}x: ${o.result.refused.toFixed(0)} refused/s, p50 ${o.result.refusedP50Ms.toFixed(2)} ms, front ${o.frontUsPerRequest.toFixed(0)} µs of CPU per answer; `
+            + `${o.result.other} answers neither 200 nor 503 and ${o.result.errors} errors (target 0)`);
+        if (o.result.other || o.result.errors) {
+            figures[figures.length - 1].pass = false;
+        }
+    }
+    const [few, many] = r.closed;
+    figure({
+        id: '5*', name: `MLP goodput, 1 replica, ${many.connections} conns (closed loop)`, unit: 'req/s', tsserve: many.rps,
+        baseline: few.rps, baselineName: `same at ${few.connections} conns`
+    }, many.cpu, few.cpu);
+    loads.push({ label: 'overload', ...r });
+}
+
 async function main(): Promise<void> {
     fs.mkdirSync(out, { recursive: true });
     const started = Date.now();
     const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, platform: `${os.platform()} ${os.release()}`, memGiB: Math.round(os.totalmem() / 2 ** 30) };
-    console.log(`tsserve bench: ${machine.cpus} x ${machine.cpu}, node ${machine.node}, BENCH_SCALE ${scale}; about ${Math.round(200 * scale)} s plus waits for a quiet machine (at most ${Math.round(noiseBudget)} s)`);
+    console.log(`tsserve bench: ${machine.cpus} x ${machine.cpu}, node ${machine.node}, BENCH_SCALE ${scale}; about ${Math.round(200 * scale)} s (and the soak's ${Number(process.env.BENCH_SOAK_S) || secs(600)} s) plus waits for a quiet machine (at most ${Math.round(noiseBudget)} s)`);
     const only = process.env.BENCH_ONLY;
     if (!only || only === 'mlp') {
         await figuresMlp();
@@ -345,6 +388,12 @@ async function main(): Promise<void> {
     }
     if (!only || only === 'rolling') {
         await figuresRolling();
+    }
+    if (!only || only === 'overload') {
+        await figuresOverload();
+    }
+    if (!only || only === 'soak') {
+        await figuresSoak();
     }
     const elapsed = Math.round((Date.now() - started) / 1000);
     console.log(`\nResults (${new Date().toISOString()}, ${elapsed}s; ratios are tsserve / baseline; * rows are for information)\n`);

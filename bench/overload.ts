@@ -1,8 +1,8 @@
 // Figure 5: goodput under overload. One replica of a model whose replica, not the front door, is the bottleneck,
 // offered 1, 4 and 10 times what it answers (an open loop): the requests it answers per second, against its capacity
 // (a closed loop that keeps it busy). A server at 10 times its capacity should keep serving at close to it and refuse
-// the rest cheaply. Also, for information, the front-bound case: the tiny MLP on one replica at 32 connections and
-// at 1024, where every refused client asks again at once.
+// the rest cheaply. Also, for information, the front-bound case: the tiny MLP on one replica at 32 connections, at
+// 256 and at 1024, where every refused client asks again at once.
 import fs from 'node:fs';
 import path from 'node:path';
 import { jsonBody, startServer, throughput, freePort, type CpuUse, type Server } from './harness';
@@ -22,7 +22,10 @@ export interface OverloadResult {
 }
 
 export const FACTORS = [1, 4, 10];
-const CAPACITY_CONNECTIONS = 16;
+/** the MLP's closed loops: its peak, then more connections than it holds (64 ongoing + 256 queued) and far more */
+export const CLOSED_CONNECTIONS = [32, 256, 1024];
+/** enough to keep the replica's two pipelined batches full and the queue never empty */
+const CAPACITY_CONNECTIONS = 64;
 
 function yaml(dir: string, name: string, model: string, batch: number): string {
     const file = path.join(dir, `${name}.yaml`);
@@ -74,7 +77,7 @@ export async function overload(dir: string, cli: string, seconds: number, warm: 
         const url = `${s.url}/mlp/predict`;
         const body = jsonBody({ inputs: { x: [[0.1, 0.2, 0.3, 0.4]] } });
         const server = s;
-        for (const connections of [32, 1024]) {
+        for (const connections of CLOSED_CONNECTIONS) {
             const r = await measure(server, () => throughput(url, body, connections, seconds, warm));
             result.closed.push({ connections, rps: r.value.rps, non2xx: r.value.non2xx / seconds, cpu: r.cpu });
             log(`  mlp, closed loop, ${connections} connections: ${r.value.rps.toFixed(0)} answered/s, ${(r.value.non2xx / seconds).toFixed(0)} refused/s; cpu front ${r.cpu.server} replica ${r.cpu.replicas} bench ${r.cpu.bench} other ${r.cpu.other}`);

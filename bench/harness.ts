@@ -46,7 +46,10 @@ export interface Server {
     stop(): Promise<void>;
 }
 
-/** Starts `node <args>` and resolves once it prints "listening on http://...". */
+/**
+ * Starts `node <args>` and resolves once it prints "listening on http://..." and is ready: tsserve binds its listener
+ * before its models load, so /-/ready is asked until it answers anything but 503 (a baseline has no such route: 404).
+ */
 export function startServer(name: string, args: string[], timeoutMs = 120_000): Promise<Server> {
     const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=bench/out/prof'] : []), ...args], {
         env: { ...process.env, ORT_DISABLE_TELEMETRY: '1' }, stdio: ['ignore', 'pipe', 'pipe']
@@ -80,8 +83,14 @@ export function startServer(name: string, args: string[], timeoutMs = 120_000): 
                 tail.splice(0, tail.length - 30);
                 const m = /listening on (http:\/\/[^\s)]+)/.exec(line);
                 if (m) {
-                    clearTimeout(timer);
-                    resolve({ name, url: m[1], pid: child.pid as number, tail, stop });
+                    const url = m[1];
+                    void (async () => {
+                        while ((await fetch(`${url}/-/ready`).catch(() => undefined))?.status === 503) {
+                            await new Promise((r) => setTimeout(r, 50));
+                        }
+                        clearTimeout(timer);
+                        resolve({ name, url, pid: child.pid as number, tail, stop });
+                    })();
                 }
             }
         };

@@ -340,8 +340,8 @@ async function figuresSoak(): Promise<void> {
     const cli = path.resolve(process.env.BENCH_CLI ?? path.join(root, 'dist', 'lib', 'cli.js'));
     const r = await soak(root, path.join(out, 'soak'), cli, seconds);
     const w = worstProcess(r);
-    figure({ id: '6', name: `RSS after a ${seconds} s mixed soak, most grown (${w.name})`, unit: 'MiB', tsserve: w.endMedianMiB, baseline: w.startMedianMiB,
-        baselineName: 'same process after warm-up', target: { op: '<=', value: 1.1 } }, r.cpu);
+    figure({ id: '6', name: `RSS after a ${seconds} s mixed soak, most grown (${w.name})`, unit: 'MiB', tsserve: w.lastPeakMiB, baseline: w.firstPeakMiB,
+        baselineName: 'its peak in the first half after warm-up', target: { op: '<=', value: 1.1 } }, r.cpu);
     figures[figures.length - 1].pass = soakPassed(r);
     checks.push(...soakLines(r));
     loads.push({ label: 'soak', ...r });

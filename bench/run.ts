@@ -1,6 +1,6 @@
 // tsserve benchmark: every figure is a ratio against a baseline measured in the same run, on the same machine.
 // Usage: npm run build && npm run build:tools && node build/bench/run.js     (see bench/README.md)
-// Environment: BENCH_SCALE=0.3 shortens every load (smoke run); BENCH_ONLY=mlp|cnn|rolling|overload|soak runs one part; BENCH_CLI=path/to/cli.js
+// Environment: BENCH_SCALE=0.3 shortens every load (smoke run); BENCH_ONLY=mlp|observe|cnn|rolling|overload|soak|scale runs one part; BENCH_CLI=path/to/cli.js
 // benchmarks another tsserve build; BENCH_PROF=1 runs the servers with --cpu-prof (profiles in bench/out/prof);
 // BENCH_STRICT=1 exits 1 when a figure misses its target; BENCH_SOAK_S=120 sets the soak's length (BENCH_ONLY=soak).
 process.env.ORT_DISABLE_TELEMETRY = '1'; // before onnxruntime-node loads (here, in raw.ts, and in every child)
@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { rolling } from './rolling';
+import { scaleFromZero } from './scale';
 import { FACTORS, overload } from './overload';
 import { soak, soakLines, soakPassed, worstProcess } from './soak';
 import { mlp, mulberry32, resnet18 } from '../modelgen/zoo';
@@ -202,6 +203,41 @@ async function figuresMlp(): Promise<void> {
     f('2*', 'p50', ort, 'hapi + onnxruntime, 1 session');
 }
 
+/**
+ * Figure 1a-obs: what metrics and access logs cost figure 1a. The MLP's throughput as figure 1a measures it, with both
+ * on (the defaults) against both off (metrics: false, logging_config.enable_access_log: false): two servers side by
+ * side, measured on, off, off, on, so that a machine that drifts during the run cancels out.
+ */
+async function figuresObserve(): Promise<void> {
+    console.log(`\n[1a-obs] tiny MLP, metrics and access logs on vs off: 2 rounds of ${CONNECTIONS} connections x ${T.mlp}s`);
+    fs.writeFileSync(path.join(out, 'mlp.onnx'), mlp());
+    const body = jsonBody({ inputs: { x: [[0.1, 0.2, 0.3, 0.4]] } });
+    const off = serveYaml('mlp-quiet', 'mlp.onnx', 2, 1);
+    fs.writeFileSync(off, `metrics: false\nlogging_config: { enable_access_log: false }\n${fs.readFileSync(off, 'utf8')}`);
+    const sides = [{ name: 'tsserve, metrics and access log on', yaml: serveYaml('mlp', 'mlp.onnx', 2, 1) }, { name: 'tsserve, both off', yaml: off }]
+        .map((side) => ({ ...side, server: undefined as Server | undefined, rps: [] as number[], cpu: [] as CpuUse[] }));
+    try {
+        for (const side of sides) {
+            side.server = await startOne(side.name, tsserve(side.yaml));
+        }
+        for (const round of [1, 2]) {
+            for (const side of round === 1 ? sides : [...sides].reverse()) {
+                const r = await rps(`mlp ${side.name}`, side.server as Server, `${side.server?.url}/mlp/predict`, body, CONNECTIONS, T.mlp, T.mlpWarm);
+                side.rps.push(r.rps);
+                side.cpu.push(r.cpu);
+            }
+        }
+    }
+    finally {
+        await Promise.all(sides.map((side) => side.server?.stop()));
+    }
+    const [on, quiet] = sides;
+    figure({
+        id: '1a-obs', name: `MLP throughput, ${CONNECTIONS} conns, metrics + access log`, unit: 'req/s', tsserve: mean(on.rps), baseline: mean(quiet.rps),
+        baselineName: 'the same, both off', target: { op: '>=', value: 0.97 }
+    }, worst(on.cpu), worst(quiet.cpu));
+}
+
 /** A deterministic "normalized image": uniform in [-2, 2], 4 decimals, so the JSON and binary bodies carry the same float32s. */
 function image(): { data: Float32Array; nested: number[][][][] } {
     const rand = mulberry32(7);
@@ -319,6 +355,23 @@ function table(): string {
     return [line(rows[0]), widths.map((w) => '-'.repeat(w)).join('-|-'), ...rows.slice(1).map(line)].join('\n');
 }
 
+/** 7: time to the answer of a request to a deployment scaled to zero, against its replica's own start time. */
+async function figuresScale(): Promise<void> {
+    const rounds = Math.max(3, Math.round(5 * scale));
+    console.log(`\n[7] scale from zero: ${rounds} requests, each to the MLP deployment scaled to zero`);
+    const cli = path.resolve(process.env.BENCH_CLI ?? path.join(root, 'dist', 'lib', 'cli.js'));
+    const r = await scaleFromZero(path.join(out, 'scale'), cli, rounds);
+    const idle = { server: 0, replicas: 0, bench: 0, other: 0 } as CpuUse;
+    figure({ id: '7', name: 'scale from zero: first answer, median', unit: 's', tsserve: r.answerMedianS, baseline: r.replicaStartMedianS, baselineName: 'its replica\'s start', target: { op: '<=', value: 1.5 } }, idle);
+    const failed = r.wakes.filter((w) => w.status !== 200).length;
+    checks.push(`scale from zero: ${failed} of ${r.wakes.length} requests failed (target 0); answers ${r.wakes.map((w) => w.answerS.toFixed(2)).join(', ')} s, `
+        + `their replicas' starts ${r.wakes.map((w) => w.replicaStartS.toFixed(2)).join(', ')} s; the first replica's start, when the deployment was brought up: ${r.firstStartS.toFixed(2)} s`);
+    loads.push({ label: 'scale from zero', ...r });
+    if (failed) {
+        figures[figures.length - 1].pass = false;
+    }
+}
+
 /** 4: p99 while serve.yaml rolls the MLP onto new weights, against the same load without an update; and errors. */
 async function figuresRolling(): Promise<void> {
     const cli = path.resolve(process.env.BENCH_CLI ?? path.join(root, 'dist', 'lib', 'cli.js'));
@@ -385,6 +438,9 @@ async function main(): Promise<void> {
     if (!only || only === 'mlp') {
         await figuresMlp();
     }
+    if (!only || only === 'observe') {
+        await figuresObserve();
+    }
     if (!only || only === 'cnn') {
         await figuresCnn();
     }
@@ -393,6 +449,9 @@ async function main(): Promise<void> {
     }
     if (!only || only === 'overload') {
         await figuresOverload();
+    }
+    if (!only || only === 'scale') {
+        await figuresScale();
     }
     if (!only || only === 'soak') {
         await figuresSoak();

@@ -16,7 +16,7 @@ export const minKeyLength = 16;
 const maxFileBytes = 1 << 20;
 
 /** Routes anyone may call, by their hapi route path: the probes, and the API's description (Swagger UI fetches it without a key). */
-export const openRoutes: ReadonlySet<string> = new Set(['/-/healthz', '/-/ready', '/openapi.json', '/docs', '/docs/{file}']);
+export const openRoutes: ReadonlySet<string> = new Set(['/-/healthz', '/-/ready', '/-/ready/{application}', '/openapi.json', '/docs', '/docs/{file}']);
 
 /** Admin routes outside /-/ (every route under /-/ is one, but the open probes). */
 export const adminRoutes: ReadonlySet<string> = new Set(['/metrics']);

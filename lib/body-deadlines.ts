@@ -7,23 +7,27 @@ import type Boom from '@hapi/boom';
 import { fail, shape } from './errors';
 
 /** An error's catalogue body, and the headers that go with it on a connection that closes after it. */
-export function closingAnswer(err: Boom.Boom): { status: number; headers: Record<string, string | number>; body: string } {
-    shape(err);
+export function closingAnswer(err: Boom.Boom, requestId?: string): { status: number; headers: Record<string, string | number>; body: string } {
+    shape(err, requestId);
     const body = JSON.stringify(err.output.payload);
-    return { status: err.output.statusCode, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' }, body };
+    const headers: Record<string, string | number> = { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' };
+    if (requestId) {
+        headers['x-request-id'] = requestId;
+    }
+    return { status: err.output.statusCode, headers, body };
 }
 
 /**
  * Answers a request outside hapi's lifecycle: one whose body has not arrived, while hapi still waits for it. The
  * connection closes once the answer is written (Connection: close), hapi sees the request aborted and writes nothing.
  */
-function answerNow(res: http.ServerResponse, err: Boom.Boom): void {
+function answerNow(res: http.ServerResponse, err: Boom.Boom, requestId: string): void {
     /* c8 ignore next 4 */
     if (res.headersSent) {
         // hapi answered in the same instant, without the rest of the body (a malformed chunk), and closes the connection itself.
         return;
     }
-    const { status, headers, body } = closingAnswer(err);
+    const { status, headers, body } = closingAnswer(err, requestId);
     res.writeHead(status, headers).end(body);
 }
 
@@ -31,6 +35,7 @@ function answerNow(res: http.ServerResponse, err: Boom.Boom): void {
 interface Body {
     req: http.IncomingMessage;
     res: http.ServerResponse;
+    requestId: string;
     deadline: number;
     /** bytes of a chunked body seen so far */
     received: number;
@@ -52,7 +57,7 @@ export class BodyDeadlines {
 
     watch(request: Hapi.Request): void {
         const { req, res } = request.raw;
-        const body: Body = { req, res, deadline: performance.now() + this.timeoutMs, received: 0 };
+        const body: Body = { req, res, requestId: request.app.requestId, deadline: performance.now() + this.timeoutMs, received: 0 };
         if (req.headers['content-length'] === undefined) {
             // A chunked body over maxBytes is refused by hapi's reader, which also destroys the stream it reads: the request,
             // so the connection and the answer with it, unless a tap ('peek') stands between them. The tap also counts.
@@ -79,7 +84,7 @@ export class BodyDeadlines {
             const declared = Number(body.req.headers['content-length'] ?? 0);
             answerNow(body.res, declared > this.maxBytes || body.received > this.maxBytes
                 ? fail('PAYLOAD_TOO_LARGE', `Payload content length greater than maximum allowed: ${this.maxBytes}`)
-                : fail('CLIENT_TIMEOUT', `the request's body did not arrive within ${this.timeoutMs / 1000} s`));
+                : fail('CLIENT_TIMEOUT', `the request's body did not arrive within ${this.timeoutMs / 1000} s`), body.requestId);
         }
     };
 }

@@ -74,12 +74,15 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
                     err(`--port must be an integer from 0 to 65535, got "${values.port}"\n`);
                     return 2;
                 }
+                // resolves once the listener is bound; the deployments start after it (see lib/server.ts)
                 const app = await up(file, { port, host: values.host });
                 return await new Promise<number>((resolve) => {
                     const onSignal = (signal: string) => {
                         log.info(`${signal} received`);
                         app.stop().then(() => resolve(0));
                     };
+                    // a config that cannot be applied after all (its error is logged): stop and exit 1
+                    app.started.catch(() => app.stop().then(() => resolve(1)));
                     process.once('SIGINT', onSignal);
                     process.once('SIGTERM', onSignal);
                     process.on('SIGHUP', () => app.watcher.reload('SIGHUP'));

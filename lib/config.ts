@@ -9,6 +9,7 @@ import { modelContent, modelFile } from './model-files';
 import { DigestCache } from './digests';
 import { substitute } from './env';
 import { readKeys } from './auth';
+import { configuredCpus } from './cpu-budget';
 import type { ServeConfig, DeploymentConfig } from '../schemas/serve';
 
 export interface ConfigIssue {
@@ -119,6 +120,7 @@ export function validate(doc: unknown, base: string, file = '<inline>'): ServeCo
     const config = value as ServeConfig;
     const issues = crossCheck(config);
     config.applications.forEach((app, a) => app.deployments.forEach((d, i) => {
+        d.logging_config = { ...config.logging_config, ...d.logging_config };
         d.model.path = path.resolve(base, d.model.path);
         try {
             modelFile(d.model);
@@ -134,6 +136,9 @@ export function validate(doc: unknown, base: string, file = '<inline>'): ServeCo
         }
     }));
     issues.push(...readAuth(config, base));
+    if (config.max_cpus !== undefined && configuredCpus(config) > config.max_cpus) {
+        issues.push({ path: 'max_cpus', message: `${config.max_cpus} CPUs are fewer than the ${configuredCpus(config)} that the configured replicas take (num_replicas, or initial_replicas, times resources.cpus)` });
+    }
     if (issues.length) {
         throw new ConfigError(file, issues);
     }

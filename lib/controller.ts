@@ -1,6 +1,7 @@
 // The controller: moves the running system to the goal state in serve.yaml, and owns the route table.
 import { Deployment } from './deployment';
 import { digestKey, joinPath, version } from './config';
+import { CpuBudget, cpuBudget } from './cpu-budget';
 import type { DeploymentConfig, ServeConfig } from '../schemas/serve';
 import type { ControllerStatus } from './status';
 
@@ -34,6 +35,15 @@ export class Controller {
     routes = new Map<string, Map<string, Route>>();
     readonly startedAt = new Date();
     config?: ServeConfig;
+    /** the CPUs that replicas may take together (max_cpus); the autoscalers grow within it (lib/cpu-budget.ts) */
+    readonly budget = new CpuBudget();
+    /** set when tsserve begins to shut down (lib/server.ts): not ready from then on, while what is in flight drains */
+    draining = false;
+    private onPublished!: () => void;
+    /** resolves once the first config's routes lead to its deployments (which may still be starting) */
+    readonly published = new Promise<void>((resolve) => {
+        this.onPublished = resolve;
+    });
 
     /**
      * Moves to `next`: new deployments start before routes reach them; removed ones leave the routes, then drain.
@@ -41,20 +51,21 @@ export class Controller {
      */
     async apply(next: ServeConfig, digests: Map<string, string>): Promise<Changes> {
         const changes: Changes = { added: [], removed: [], updated: [], replaced: [], unchanged: [], errors: [], notices: [] };
+        this.budget.limit = cpuBudget(next);
         if (this.config && JSON.stringify(next.http_options) !== JSON.stringify(this.config.http_options)) {
             changes.notices.push('http_options changed: the listener keeps its address and limits until tsserve is restarted');
         }
         const wanted = new Map<string, Deployment>();
-        await Promise.all(next.applications.flatMap((app) => app.deployments.map(async (d) => {
+        const applied = Promise.all(next.applications.flatMap((app) => app.deployments.map(async (d) => {
             const id = `${app.name}/${d.name}`;
             const digest = digests.get(digestKey(d)) as string;
             const v = version(d, digest);
             const current = this.deployments.get(id);
             if (!current) {
-                const dep = new Deployment(app.name, d, v, digest);
+                const dep = new Deployment(app.name, d, v, digest, this.budget);
+                wanted.set(id, dep);
                 await dep.start();
                 changes.added.push(id);
-                wanted.set(id, dep);
                 return;
             }
             wanted.set(id, current);
@@ -75,6 +86,12 @@ export class Controller {
                 changes.updated.push(id);
             }
         })));
+        if (!this.config) {
+            // The first config: its routes lead to its deployments at once, while their replicas start (a request
+            // waits for one, lib/deployment.ts's handle()); a later config's new routes appear once they are ready.
+            this.publish(next, wanted);
+        }
+        await applied;
         this.routes = routesOf(next, wanted);
         this.config = next;
         const removed = [...this.deployments].filter(([id]) => !wanted.has(id));
@@ -89,9 +106,39 @@ export class Controller {
         return changes;
     }
 
-    /** Every deployment has a replica ready to serve. */
+    /** The routes, the config and the deployments of `config`, at once. */
+    private publish(config: ServeConfig, deployments: Map<string, Deployment>): void {
+        this.routes = routesOf(config, deployments);
+        this.config = config;
+        for (const [id, dep] of deployments) {
+            this.deployments.set(id, dep);
+        }
+        this.onPublished();
+    }
+
+    /**
+     * Why not every deployment (of application `app`, else of all) can serve now, one reason by deployment id ("tsserve"
+     * for the whole server): a deployment is ready while one of its replicas runs. One whose replicas are starting is not,
+     * nor one whose model failed to load; nothing is while the model files are first read, or once shutting down.
+     * Empty: ready.
+     */
+    unready(app?: string): Record<string, string> {
+        const why: Record<string, string> = {};
+        if (this.draining || !this.config) {
+            why.tsserve = this.draining ? 'shutting down' : 'starting: reading the model files';
+        }
+        for (const d of this.deployments.values()) {
+            if ((app === undefined || d.app === app) && !d.ready) {
+                const error = d.replicas.map((r) => r.lastError).find(Boolean);
+                why[d.id] = error ? `no replica running: ${error}` : `starting: 0/${d.targetReplicas} replica(s) running`;
+            }
+        }
+        return why;
+    }
+
+    /** Every deployment has a replica ready to serve, and tsserve is not shutting down. */
     get ready(): boolean {
-        return [...this.deployments.values()].every((d) => d.replicas.some((r) => r.state === 'RUNNING'));
+        return !Object.keys(this.unready()).length;
     }
 
     async stop(): Promise<void> {
@@ -99,9 +146,11 @@ export class Controller {
     }
 
     status(): ControllerStatus {
-        const config = this.config as ServeConfig;
+        // none yet while the first config's model files are read (lib/server.ts binds the listener before)
+        const config = this.config ?? { applications: [] };
         return {
             started_at: this.startedAt.toISOString(),
+            cpu_budget: { max_cpus: this.budget.limit, used: this.budget.used },
             ready: this.ready,
             applications: config.applications.map((app) => ({
                 name: app.name,

@@ -1,8 +1,12 @@
 // One deployment: its replica set (start, scale, rolling replace, update in place, stop, status) and its front
 // handler. Requests are parsed here and handed to the deployment's scheduler (lib/scheduler.ts), which batches them.
+import { EventEmitter } from 'node:events';
 import Joi from 'joi';
-import { Scheduler, type Client } from './scheduler';
+import { Scheduler, type Client, type Trace } from './scheduler';
 import { Replica } from './replica';
+import { Autoscaler, type Decision } from './autoscaler';
+import { CpuBudget } from './cpu-budget';
+import { log } from './log';
 import { RunTimes } from './run-times';
 import { snapshots, type Snapshot } from './snapshot';
 import { fail } from './errors';
@@ -42,11 +46,56 @@ export class Deployment {
     /** the queue and the batching: it reads this deployment's replicas and config live */
     private readonly scheduler = new Scheduler(this);
     private replicaCount = 0;
+    /**
+     * 'replica' (replica, ready): one of its replicas became ready (true) or failed to start or died (false); 'stopped':
+     * stop() is done. Requests waiting for a first replica (handle()) and the start-up's progress lines (lib/server.ts)
+     * listen.
+     */
+    readonly events = new EventEmitter().setMaxListeners(0);
+    /** set by stop(): a start still under way starts no replica */
+    private stopped = false;
+    private prepared?: Promise<Running>;
     /** the serving version's, set by start() */
     private running!: Running;
+    /** with an autoscaling_config: the decision rule (lib/autoscaler.ts), and the timer that samples and decides */
+    private autoscaler?: Autoscaler;
+    private timer?: { handle: NodeJS.Timeout; ms: number };
+    /** replicas the target wants that the CPU budget has no room for yet */
+    private pending = 0;
+    /** requests that found the deployment scaled to zero and started a replica */
+    private fromZero = 0;
+    /** seconds the latest replica took from its start to ready */
+    private lastStartS?: number;
+    /** the model's signature, kept while the deployment is scaled to zero, for the request that wakes it */
+    private lastSignature?: Signature;
+    /** set while a rolling replace runs: the autoscaler samples, but leaves the replica set alone */
+    private replacing = false;
 
-    constructor(public readonly app: string, public config: DeploymentConfig, public version: string, public modelDigest: string) {
+    /** `budget`: the CPUs that the autoscaler may grow into, shared by every deployment (lib/cpu-budget.ts) */
+    constructor(public readonly app: string, public config: DeploymentConfig, public version: string, public modelDigest: string,
+        private readonly budget = new CpuBudget()) {
         this.handler = frontHandler(config);
+        this.autoscaler = config.autoscaling_config && new Autoscaler(config.autoscaling_config);
+    }
+
+    /** the replica count wanted now: the autoscaler's target, or num_replicas */
+    get targetReplicas(): number {
+        return this.autoscaler ? this.autoscaler.target : this.config.num_replicas as number;
+    }
+
+    /** replicas the autoscaler wants that the CPU budget (max_cpus) has no room for yet */
+    get pendingReplicas(): number {
+        return this.pending;
+    }
+
+    /** CPUs its replicas take (resources.cpus each), against the budget */
+    get cpusTaken(): number {
+        return this.replicas.length * this.config.resources.cpus;
+    }
+
+    /** It can serve: a replica runs, or it is scaled to zero (a request starts one and waits for it). */
+    get ready(): boolean {
+        return this.replicas.some((r) => r.state === 'RUNNING') || (!this.targetReplicas && !this.replicas.length);
     }
 
     get id(): string {
@@ -54,18 +103,87 @@ export class Deployment {
     }
 
     get signature(): Signature | undefined {
-        return this.replicas.find((r) => r.signature)?.signature;
+        return this.replicas.find((r) => r.signature)?.signature ?? this.lastSignature;
     }
 
     /** Snapshots the version's files, then starts the replicas; resolves once each is RUNNING or has failed its first start. */
     async start(): Promise<void> {
-        this.running = await this.prepare(this.config, this.version);
-        return this.grow(this.config.num_replicas);
+        this.running = await (this.prepared = this.prepare(this.config, this.version));
+        if (!this.stopped) {
+            this.budget.join(this);
+            this.autoscale(this.config);
+            await this.grow(this.admitted());
+        }
     }
 
     /** What a version's replicas will share, starting with the snapshot of its files (lib/snapshot.ts). */
     private async prepare(config: DeploymentConfig, version: string): Promise<Running> {
         return { snapshot: await snapshots.take(this.id, version, config), runTimes: new RunTimes() };
+    }
+
+    /**
+     * How many replicas to add toward the target now, and how many stay pending: a fixed count starts whole; the
+     * autoscaler's replicas start up to min_replicas, and beyond it as far as the CPU budget has room.
+     */
+    private admitted(): number {
+        const have = this.replicas.length;
+        const want = this.targetReplicas - have;
+        const floor = (this.autoscaler ? this.autoscaler.config.min_replicas : this.targetReplicas) - have;
+        const n = Math.max(0, Math.min(want, Math.max(floor, Math.floor(this.budget.room / this.config.resources.cpus))));
+        this.pending = Math.max(0, want - n);
+        return n;
+    }
+
+    /** Starts, reconfigures or ends the autoscaler for `config`; its timer samples every metrics_interval_s. */
+    private autoscale(config: DeploymentConfig): void {
+        const a = config.autoscaling_config;
+        if (!a) {
+            clearInterval(this.timer?.handle);
+            this.autoscaler = this.timer = undefined;
+            return;
+        }
+        if (this.autoscaler) {
+            this.decided(this.autoscaler.reconfigure(a, Date.now()));
+        }
+        else {
+            // a deployment that had a fixed count keeps it, within the bounds
+            this.autoscaler = new Autoscaler(a, this.replicas.length);
+        }
+        const ms = a.metrics_interval_s * 1000;
+        if (this.timer?.ms !== ms) {
+            clearInterval(this.timer?.handle);
+            this.timer = { handle: setInterval(this.tick, ms).unref(), ms };
+        }
+    }
+
+    /** Every metrics_interval_s: a sample of the ongoing requests (queued, and in flight at the replicas), a decision, a rescale. */
+    private readonly tick = (): void => {
+        const a = this.autoscaler as Autoscaler;
+        const now = Date.now();
+        a.record(now, this.scheduler.queued + this.replicas.reduce((n, r) => n + r.inflightRequests, 0));
+        if (!this.replacing) {
+            this.decided(a.decide(now, this.replicas.filter((r) => r.state === 'RUNNING').length));
+            this.rescale();
+        }
+    };
+
+    private decided(d: Decision | undefined): void {
+        if (d) {
+            log.info(`autoscaler ${this.id}: ${d.from} -> ${d.to} replica(s): ${d.reason}`);
+        }
+    }
+
+    /** Moves the replica set toward the target: the newest drain first; new ones start as the budget allows. */
+    private rescale(): void {
+        const extra = this.replicas.length - this.targetReplicas;
+        if (extra > 0) {
+            this.lastSignature = this.signature;
+            void this.retire(this.replicas.slice(-extra));
+        }
+        // Before start() has prepared the version (a request woke it first), start() grows to the target itself.
+        if (this.running && !this.stopped) {
+            void this.grow(this.admitted());
+        }
     }
 
     private async grow(n: number): Promise<void> {
@@ -81,9 +199,13 @@ export class Deployment {
     private addReplica(config: DeploymentConfig, version: string, running: Running): { replica: Replica; started: Promise<boolean> } {
         const r = new Replica(this.spec(config, `${this.id}#${this.replicaCount++}`, running), version, running.runTimes);
         this.replicas.push(r);
+        const t0 = performance.now();
+        r.once('ready', () => this.lastStartS = (performance.now() - t0) / 1000);
         // A replica ready, or one that has shown it lives (see Scheduler.pick()), may take what is queued.
         r.on('ready', () => this.scheduler.pump());
         r.on('alive', () => this.scheduler.pump());
+        r.on('ready', () => this.events.emit('replica', r, true));
+        r.on('exit', () => this.events.emit('replica', r, false));
         r.start();
         const started = new Promise<boolean>((resolve) => {
             r.once('ready', () => resolve(true));
@@ -121,8 +243,9 @@ export class Deployment {
             r.spec = this.spec(config, r.spec.id, this.running);
             r.version = version;
         }
-        const extra = this.replicas.length - config.num_replicas;
-        await (extra > 0 ? this.retire(this.replicas.slice(-extra)) : this.grow(-extra));
+        this.autoscale(config);
+        const extra = this.replicas.length - this.targetReplicas;
+        await (extra > 0 ? this.retire(this.replicas.slice(-extra)) : this.grow(this.admitted()));
         this.scheduler.pump();
         return errors;
     }
@@ -134,25 +257,34 @@ export class Deployment {
      */
     async replace(config: DeploymentConfig, version: string, modelDigest: string): Promise<string | undefined> {
         const old = [...this.replicas];
-        const step = Math.max(1, Math.floor(config.num_replicas * 0.2));
+        // An autoscaled deployment keeps its target, within the new bounds; one scaled to zero starts one, to see it load.
+        const a = config.autoscaling_config;
+        const count = a ? Math.max(1, Math.min(a.max_replicas, Math.max(a.min_replicas, this.targetReplicas))) : config.num_replicas as number;
+        const step = Math.max(1, Math.floor(count * 0.2));
         const fresh: Replica[] = [];
+        this.replacing = true;
         const running = await this.prepare(config, version);
-        while (fresh.length < config.num_replicas) {
-            const batch = Array.from({ length: Math.min(step, config.num_replicas - fresh.length) }, () => this.addReplica(config, version, running));
+        while (fresh.length < count) {
+            const batch = Array.from({ length: Math.min(step, count - fresh.length) }, () => this.addReplica(config, version, running));
             fresh.push(...batch.map((b) => b.replica));
             const ok = await Promise.all(batch.map((b) => b.started));
             if (ok.includes(false)) {
                 const why = batch.map((b) => b.replica.lastError).find(Boolean);
                 await this.retire(fresh);
                 await snapshots.remove(running.snapshot);
-                await this.grow(this.config.num_replicas - this.replicas.length);
+                await this.grow(this.targetReplicas - this.replicas.length);
+                this.replacing = false;
                 return `new version ${version} failed to start (${why}); version ${this.version} keeps serving`;
             }
             await this.retire(old.splice(0, step));
         }
         await this.retire(old);
         await snapshots.remove(this.running.snapshot);
-        Object.assign(this, { config, version, modelDigest, handler: frontHandler(config), running });
+        Object.assign(this, { config, version, modelDigest, handler: frontHandler(config), running, lastSignature: undefined, replacing: false });
+        this.autoscale(config);
+        if (this.autoscaler) {
+            this.autoscaler.target = count;
+        }
         return undefined;
     }
 
@@ -160,14 +292,48 @@ export class Deployment {
      * Front door: check the request against the model (the handler's parse) and hand it to the scheduler; resolves
      * with its JSON body.
      */
-    handle(req: RequestIn, timeoutMs: number, client?: Client): Promise<string> {
+    handle(req: RequestIn, timeoutMs: number, client?: Client, trace?: Trace): Promise<string> {
+        // Scaled to zero: this request starts a replica, and waits in the queue for it.
+        const woke = this.autoscaler?.wake(Date.now());
+        if (woke) {
+            this.fromZero++;
+            this.decided(woke);
+            this.rescale();
+        }
         const sig = this.signature;
+        // No replica has run yet (the deployment is starting): wait, within the request's timeout, for one to be ready
+        // (its signature parses the request), or for the last hope of one to fail.
+        if (!sig && (this.replicas.length ? this.replicas.some((r) => !r.loadFailed && r.state !== 'STOPPING') : !this.stopped)) {
+            return this.replicaEvent(timeoutMs).then((left) => this.handle(req, left, client, trace));
+        }
         // Wait for a replica that is running, or starting with no failed load behind it; else say why not.
-        if (!sig || !this.replicas.some((r) => r.state === 'RUNNING' || (!r.loadFailed && r.state !== 'STOPPING'))) {
+        if (!sig || !(this.pending || this.replicas.some((r) => r.state === 'RUNNING' || (!r.loadFailed && r.state !== 'STOPPING')))) {
             const why = [`deployment "${this.id}" has no replica ready`, ...this.replicas.map((r) => r.lastError).filter(Boolean).slice(0, 1)];
             return Promise.reject(fail('REPLICA_UNAVAILABLE', why.join(': ')));
         }
-        return this.scheduler.submit(this.handler.parse(req, sig), timeoutMs, client);
+        return this.scheduler.submit(this.handler.parse(req, sig), timeoutMs, client, trace);
+    }
+
+    /** Resolves with what is left of timeoutMs at the next event (see `events`); REQUEST_TIMEOUT if none comes within it. */
+    private replicaEvent(timeoutMs: number): Promise<number> {
+        const since = performance.now();
+        return new Promise((resolve, reject) => {
+            const next = () => {
+                clearTimeout(timer);
+                this.events.off('replica', next).off('stopped', next);
+                resolve(timeoutMs - (performance.now() - since));
+            };
+            const timer = setTimeout(() => {
+                this.events.off('replica', next).off('stopped', next);
+                reject(fail('REQUEST_TIMEOUT', `deployment "${this.id}" had no replica ready within ${timeoutMs / 1000}s`));
+            }, timeoutMs);
+            this.events.on('replica', next).on('stopped', next);
+        });
+    }
+
+    /** Requests admitted and not answered yet: queued plus running. */
+    get ongoing(): number {
+        return this.scheduler.ongoing;
     }
 
     /** Why a request would be refused with QUEUE_FULL now (lib/scheduler.ts), else nothing. */
@@ -177,9 +343,15 @@ export class Deployment {
 
     /** Once no route leads here: let the queue empty (within the grace period), then drain and stop the replicas. */
     async stop(): Promise<void> {
+        this.stopped = true;
+        clearInterval(this.timer?.handle);
         await this.scheduler.drain(this.config.graceful_shutdown_timeout_s * 1000);
+        // stopped while its start prepares: start() then starts no replica
+        await this.prepared;
         await this.retire(this.replicas);
         await snapshots.remove(this.running.snapshot);
+        this.budget.leave(this);
+        this.events.emit('stopped');
     }
 
     status(): DeploymentStatus {
@@ -188,12 +360,22 @@ export class Deployment {
         for (const r of this.replicas) {
             byVersion[r.version] = (byVersion[r.version] ?? 0) + 1;
         }
-        const status = running === this.config.num_replicas ? 'RUNNING'
+        const target = this.targetReplicas;
+        // running as many as the budget lets it (pending ones wait for room): RUNNING
+        const status = !target && !this.replicas.length ? 'SCALED_TO_ZERO' : running && running === target - this.pending ? 'RUNNING'
             : this.replicas.some((r) => r.state === 'BACKOFF' || r.loadFailed) ? 'UNHEALTHY' : 'DEPLOYING';
         const lastError = this.replicas.map((r) => r.lastError).find(Boolean);
+        const a = this.autoscaler;
+        const last = a?.last;
         return {
             name: this.config.name, status, version: this.version, handler: this.config.handler, model: this.config.model,
-            target_replicas: this.config.num_replicas, running_replicas: running, replicas_by_version: byVersion, queued_requests: this.scheduler.queued,
+            target_replicas: target, running_replicas: running, replicas_by_version: byVersion, queued_requests: this.scheduler.queued,
+            ...(a && {
+                autoscaling: {
+                    target_replicas: target, pending_replicas: this.pendingReplicas, ongoing_requests: +a.ongoing.toFixed(3), scaled_from_zero: this.fromZero,
+                    last_replica_start_s: this.lastStartS, last_decision: last && { ...last, at: new Date(last.at).toISOString() }
+                }
+            }),
             last_error: lastError, replicas: this.replicas.map((r) => r.status())
         };
     }

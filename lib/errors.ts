@@ -56,13 +56,13 @@ export function quote(value: unknown): string {
  * The catalogue's body for an error answered without a Boom error, which costs its stack trace: what shape() makes
  * of fail(code, message). For refusals under load (lib/shed.ts), which must cost the front door little.
  */
-export function body(code: ErrorCode, message: string): string {
+export function body(code: ErrorCode, message: string, requestId?: string): string {
     const status = catalogue[code].status;
-    return JSON.stringify({ statusCode: status, error: http.STATUS_CODES[status], message, code });
+    return JSON.stringify({ statusCode: status, error: http.STATUS_CODES[status], message, code, request_id: requestId });
 }
 
-/** The one JSON error body every route returns: `{statusCode, error, message, code, details?}`. */
-export function shape(err: Boom.Boom): void {
+/** The one JSON error body every route returns: `{statusCode, error, message, code, details?, request_id}`. */
+export function shape(err: Boom.Boom, requestId?: string): void {
     // hapi's own errors carry other data (a framework error, a response, or none): only ours, with a catalogue code, is shown.
     const data = err.data as { code?: unknown } | null | undefined;
     const ours = typeof data?.code === 'string' && Object.hasOwn(catalogue, data.code);
@@ -76,6 +76,7 @@ export function shape(err: Boom.Boom): void {
     if (Object.keys(details).length) {
         payload.details = details;
     }
+    payload.request_id = requestId;
     if (err.output.statusCode === 503) {
         err.output.headers['Retry-After'] = '1';
     }

@@ -14,15 +14,29 @@ import { relative, reloaded } from './status';
 import { takesRaw } from '../handlers/registry';
 import { shedLoad } from './shed';
 import { BodyDeadlines, closingAnswer } from './body-deadlines';
-import type { Controller } from './controller';
+import { requestId } from './request-id';
+import { countError, countRequest, inFlight, metrics, registry, watchSources } from './metrics';
+import { bytesIn, logAccess } from './access-log';
+import type { Controller, Route } from './controller';
 import type { ConfigWatcher } from './watcher';
 import type { Status } from './status';
-import type { AuthConfig, KeySource } from '../schemas/serve';
+import type { AuthConfig, KeySource, LoggingConfig } from '../schemas/serve';
 
 declare module '@hapi/hapi' {
     interface RequestApplicationState {
         /** the body's media type as the client sent it, without parameters; application/json when none */
         contentType: string;
+        /** lib/request-id.ts: in the x-request-id header, error bodies and log lines */
+        requestId: string;
+        /** when it arrived (performance.now()) */
+        t0: number;
+        /** the model route it was for, once found */
+        route?: Route;
+        /** the catalogue code of its error answer */
+        code?: string;
+        /** from the scheduler (lib/scheduler.ts, Trace): ms in the queue and rows in the batch that answered it */
+        queueMs?: number;
+        batchRows?: number;
     }
 }
 
@@ -34,6 +48,9 @@ export const HEADERS_TIMEOUT_MS = 10_000;
  * payload timeout, answered at once rather than after waiting for the rest of a body that stalls or trickles.
  */
 export const BODY_TIMEOUT_MS = 10_000;
+
+/** How long an idle keep-alive connection is kept open (Node's server.keepAliveTimeout; Node's own is 5 s). */
+export const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
 export interface HttpOptions {
     host: string;
@@ -112,6 +129,23 @@ function authStatus(auth: AuthConfig | undefined): Status['auth'] {
     return auth && { api_keys: of(auth.api_keys), admin_keys: of(auth.admin_keys) };
 }
 
+/**
+ * GET /-/ready (and /-/ready/{application}, for one application's deployments): 200 {ready: true} while each deployment
+ * has a replica running, else 503 REPLICA_UNAVAILABLE with why not, by deployment, in details.not_ready (lib/controller.ts,
+ * unready()); 503 as soon as tsserve begins to shut down. An application that is not in the config is 404.
+ */
+function readiness(controller: Controller, app?: string): { ready: true } {
+    if (app !== undefined && controller.config && !controller.config.applications.some((a) => a.name === app)) {
+        throw fail('NOT_FOUND', `no application ${JSON.stringify(clip(app))}`);
+    }
+    const why = controller.unready(app);
+    if (Object.keys(why).length) {
+        const what = app === undefined ? 'every deployment' : `every deployment of application ${JSON.stringify(clip(app))}`;
+        throw fail('REPLICA_UNAVAILABLE', why.tsserve === 'shutting down' ? 'tsserve is shutting down' : `not ${what} has a replica running; see /-/status`, { not_ready: why });
+    }
+    return { ready: true };
+}
+
 export function createServer(controller: Controller, watcher: ConfigWatcher, options: HttpOptions): Hapi.Server {
     const server = Hapi.server({ host: options.host, port: options.port, router: { stripTrailingSlash: true } });
     /** status and reload answers name files relative to serve.yaml's folder, as serve.yaml does */
@@ -125,6 +159,10 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
     const gate = new Gate(() => watcher.auth);
     shedLoad(listener, controller, gate);
     listener.headersTimeout = headersTimeoutMs;
+    // An idle keep-alive connection is kept longer than clients and load balancers keep theirs (Node's 5 s is shorter
+    // than most: an AWS load balancer keeps 60 s), so that it is the client that closes it. A server that closes
+    // first races the client's next request on it, which then fails with "socket hang up" before reaching us.
+    listener.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     listener.requestTimeout = headersTimeoutMs + bodyTimeoutMs + 1000;
     // (Node reads it when the listener starts; @types/node does not declare it)
     Object.assign(listener, { connectionsCheckingInterval: Math.min(1000, headersTimeoutMs) });
@@ -132,7 +170,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
     // next; it finds the socket ended, and what it writes goes nowhere. With a request under way, hapi answers itself.
     listener.prependListener('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: unknown }) => {
         if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && !socket._httpMessage) {
-            const { status, headers, body } = closingAnswer(fail('CLIENT_TIMEOUT', `the request's headers did not arrive within ${headersTimeoutMs / 1000} s`));
+            const { status, headers, body } = closingAnswer(fail('CLIENT_TIMEOUT', `the request's headers did not arrive within ${headersTimeoutMs / 1000} s`), requestId(undefined));
             socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`);
         }
     });
@@ -140,7 +178,11 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
     // hapi parses JSON and multipart bodies itself; an image or audio body reaches the handler as raw bytes, and
     // the handler sees the media type the client sent.
     const bodies = new BodyDeadlines(bodyTimeoutMs, options.maxBytes);
+    watchSources(controller, () => watcher.version);
     server.ext('onRequest', (request, h) => {
+        request.app.requestId = requestId(request.headers['x-request-id']);
+        request.app.t0 = performance.now();
+        inFlight.n++;
         // With no key set and no Origin on a request that may change something, this test is all it costs.
         if (gate.on || (request.headers.origin !== undefined && request.method !== 'get' && request.method !== 'head')) {
             const refused = guard(gate, request);
@@ -164,22 +206,43 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
 
     server.ext('onPreResponse', (request, h) => {
         const response = request.response;
+        const id = request.app.requestId;
         if (Boom.isBoom(response)) {
-            shape(response);
+            shape(response, id);
+            request.app.code = (response.output.payload as unknown as { code: string }).code;
+            response.output.headers['x-request-id'] = id;
+        }
+        else {
+            (response as Hapi.ResponseObject).header('x-request-id', id);
         }
         return h.continue;
     });
 
+    // Once a request is answered (or its client gone): its metrics and its access-log line.
+    server.events.on('response', (request) => {
+        inFlight.n--;
+        const res = request.raw.res;
+        const { t0, code } = request.app;
+        // a model route's request refused before its handler ran (its body, say) is still its route's
+        const route = request.app.route ?? (request.route.path === '/{path*}' ? controller.routes.get(request.path)?.get(request.raw.req.method as string) : undefined);
+        const ms = performance.now() - t0;
+        const method = request.raw.req.method as string;
+        const status = res.statusCode;
+        const deployment = route?.deployment.config.name;
+        if (metrics.on) {
+            countRequest(route ? route.path : request.route.path, method, status, ms / 1000);
+            if (route && code) {
+                countError(route.app, deployment as string, code);
+            }
+        }
+        logAccess(route && (route.deployment.config.logging_config as LoggingConfig).enable_access_log, request.app.requestId, method, request.path, route?.app, deployment, status,
+            bytesIn(request.raw.req.headers['content-length']), Number(res.getHeader('content-length') ?? 0), ms, request.app.queueMs, request.app.batchRows);
+    });
+
     server.route([
         { method: 'GET', path: '/-/healthz', handler: () => ({ status: 'ok' }) },
-        {
-            method: 'GET', path: '/-/ready', handler: () => {
-                if (!controller.ready) {
-                    throw fail('REPLICA_UNAVAILABLE', 'not every deployment has a ready replica; see /-/status');
-                }
-                return { ready: true };
-            }
-        },
+        { method: 'GET', path: '/-/ready', handler: () => readiness(controller) },
+        { method: 'GET', path: '/-/ready/{application}', handler: (request) => readiness(controller, String(request.params.application)) },
         {
             method: 'GET', path: '/-/status', handler: (request): Status => {
                 // The listener's own settings: --port and --host override serve.yaml's, and a changed http_options waits for a restart.
@@ -188,6 +251,14 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
             }
         },
         { method: 'POST', path: '/-/reload', handler: async () => reloaded(await watcher.reload('POST /-/reload'), folder) },
+        {
+            method: 'GET', path: '/metrics', handler: async (_request, h) => {
+                if (!metrics.on) {
+                    throw fail('NOT_FOUND', 'metrics are off (serve.yaml: metrics: false)');
+                }
+                return h.response(await registry.metrics()).type(registry.contentType);
+            }
+        },
         { method: 'GET', path: '/openapi.json', handler: (request) => document(controller, `${request.server.info.protocol}://${request.info.host}`, gate.models) },
         { method: 'GET', path: '/docs', handler: (_request, h) => h.response(docsPage).type('text/html') },
         {
@@ -215,6 +286,19 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 }
             },
             handler: async (request, h) => {
+                if (!controller.config) {
+                    // the first config's model files are being read: its routes are known once they are, which a
+                    // request waits for within its timeout
+                    let timer: NodeJS.Timeout | undefined;
+                    const published = await Promise.race([
+                        controller.published.then(() => true),
+                        new Promise<boolean>((resolve) => timer = setTimeout(resolve, options.requestTimeoutMs, false))
+                    ]);
+                    clearTimeout(timer);
+                    if (!published) {
+                        throw fail('REQUEST_TIMEOUT', `no route is known yet: tsserve was still reading its config's model files after ${options.requestTimeoutMs / 1000}s`);
+                    }
+                }
                 const byMethod = controller.routes.get(request.path);
                 const method = request.method.toUpperCase();
                 if (!byMethod) {
@@ -229,8 +313,9 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 }
                 // hapi's 'disconnect' fires only while the body is still arriving; a client that hangs up
                 // while its request waits in the queue closes the response before it is written.
+                request.app.route = route;
                 const req = { payload: request.payload, headers: request.raw.req.headers, contentType: request.app.contentType };
-                const body = await route.deployment.handle(req, options.requestTimeoutMs, request.raw.res);
+                const body = await route.deployment.handle(req, options.requestTimeoutMs, request.raw.res, request.app);
                 return h.response(body).type('application/json');
             }
         }

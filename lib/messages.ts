@@ -2,7 +2,7 @@
 // so typed arrays and Buffers cross as they are). Both sides import these types; nothing else crosses.
 import type { WireError } from './errors';
 import type { Signature } from './signature';
-import type { DeploymentConfig } from '../schemas/serve';
+import type { DeploymentConfig, LoggingConfig } from '../schemas/serve';
 
 /**
  * What a replica process is started with (in its environment, as JSON): its deployment's config, its id, and where its
@@ -21,15 +21,20 @@ export interface ReplicaSpec extends DeploymentConfig {
 }
 
 export type ToWorker =
-    | { type: 'batch'; id: number; items: unknown[] }
+    /** `request_ids`: the id of each item's request, for the replica's log lines about the batch */
+    | { type: 'batch'; id: number; items: unknown[]; request_ids?: string[] }
     /** `sent` (performance.now() in the front process) comes back with the pong: when the worker was known alive */
     | { type: 'ping'; sent: number }
     | { type: 'reconfigure'; user_config: Record<string, unknown> }
+    /** a new logging_config, applied at once (no restart) */
+    | { type: 'logging'; logging_config?: LoggingConfig }
     | { type: 'stop' };
 
 export type FromWorker =
-    | { type: 'ready'; signature: Signature; backend: string; notice?: string }
+    /** `load_s`: how long the model and handler took to load and warm up */
+    | { type: 'ready'; signature: Signature; backend: string; notice?: string; load_s: number }
     | { type: 'failed'; message: string }
-    | { type: 'result'; id: number; bodies?: string[]; error?: WireError }
+    /** `stages`: seconds the batch took in preprocess, inference and postprocess (as far as it got) */
+    | { type: 'result'; id: number; bodies?: string[]; error?: WireError; stages: [number, number, number] }
     | { type: 'pong'; sent: number }
     | { type: 'reconfigured'; error?: string };

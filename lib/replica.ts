@@ -3,7 +3,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import { log } from './log';
+import { log, type Fields } from './log';
+import { metrics, replicaMetrics, type ReplicaMetrics } from './metrics';
 import { ReplicaDied } from './scheduler';
 import { RunTimes } from './run-times';
 import type { WireError } from './errors';
@@ -27,6 +28,8 @@ const maxBackoffMs = 30_000;
 /** One supervised replica process. Its deployment's scheduler sees it as a SchedulerReplica (lib/scheduler.ts). */
 export class Replica extends EventEmitter {
     state: ReplicaState = 'STOPPED';
+    /** what its log lines about it carry: application, deployment, replica */
+    readonly fields: Fields;
     pid?: number;
     restarts = 0;
     /** what is wrong now; cleared once it runs again (then kept as lastFailure) */
@@ -58,13 +61,37 @@ export class Replica extends EventEmitter {
     private stuckAt = Infinity;
     /** the send time of the health check's ping awaiting its pong */
     private healthPing?: number;
+    /** when its process was started (performance.now()) */
+    private startedAt = 0;
+    private currentSpec: ReplicaSpec;
+    private metricsOf?: ReplicaMetrics;
     /** the send time of a probe()'s ping awaiting its pong */
     private probing?: number;
     private timers: { restart?: NodeJS.Timeout; health?: NodeJS.Timeout; pong?: NodeJS.Timeout; stuck?: NodeJS.Timeout } = {};
 
     /** `runTimes`: how long its version's batches take, shared by the version's replicas (lib/run-times.ts) */
-    constructor(public spec: ReplicaSpec, public version: string, private readonly runTimes = new RunTimes()) {
+    constructor(spec: ReplicaSpec, public version: string, private readonly runTimes = new RunTimes()) {
         super();
+        this.currentSpec = spec;
+        this.fields = { application: spec.id.slice(0, spec.id.indexOf('/')), deployment: spec.name, replica: spec.id };
+    }
+
+    get spec(): ReplicaSpec {
+        return this.currentSpec;
+    }
+
+    /** A new spec (an update in place): its logging_config reaches the worker at once; the rest, at its next start. */
+    set spec(spec: ReplicaSpec) {
+        const before = JSON.stringify(this.currentSpec.logging_config);
+        this.currentSpec = spec;
+        if (this.child?.connected && JSON.stringify(spec.logging_config) !== before) {
+            this.child.send({ type: 'logging', logging_config: spec.logging_config } satisfies ToWorker);
+        }
+    }
+
+    /** its deployment's metrics (lib/metrics.ts), labelled with its application and deployment */
+    private get counted(): ReplicaMetrics {
+        return this.metricsOf ??= replicaMetrics(`${this.fields.application}/${this.fields.deployment}`);
     }
 
     get inflightBatches(): number {
@@ -84,7 +111,7 @@ export class Replica extends EventEmitter {
         this.killedFor = undefined;
         this.probing = undefined;
         this.healthPing = undefined;
-        this.aliveAt = performance.now();
+        this.aliveAt = this.startedAt = performance.now();
         const child = fork(workerFile, [], {
             serialization: 'advanced',
             // onnxruntime-node's telemetry shares a SQLite file across processes, and a replica killed while holding
@@ -97,7 +124,7 @@ export class Replica extends EventEmitter {
         child.on('message', (msg: FromWorker) => this.onMessage(msg));
         child.on('exit', (code, signal) => this.onExit(child, code, signal));
         // A send racing the worker's death fails here; its 'exit' follows and settles the batches.
-        child.on('error', (err) => log.warn(`replica ${this.spec.id}: ${err.message}`));
+        child.on('error', (err) => log.warn(`replica ${this.spec.id}: ${err.message}`, this.fields));
     }
 
     private onMessage(msg: FromWorker): void {
@@ -107,10 +134,13 @@ export class Replica extends EventEmitter {
                 this.failures = 0;
                 this.loadFailed = false;
                 Object.assign(this, { signature: msg.signature, backend: msg.backend, notice: msg.notice });
-                log.info(`replica ${this.spec.id} RUNNING (pid ${this.pid}, ${msg.backend})`);
+                log.info(`replica ${this.spec.id} RUNNING (pid ${this.pid}, ${msg.backend})`, this.fields);
                 if (msg.notice) {
-                    log.warn(`replica ${this.spec.id}: ${msg.notice}`);
+                    log.warn(`replica ${this.spec.id}: ${msg.notice}`, this.fields);
                 }
+                // (counted even with metrics off: it is rare, and a replica started meanwhile is then no gap)
+                this.counted.start.observe((performance.now() - this.startedAt) / 1000);
+                this.counted.load.observe(msg.load_s);
                 // Running again: what went wrong before is history, not its state.
                 if (this.lastError) {
                     this.lastFailure = { error: this.lastError, at: this.failedAt as string };
@@ -122,7 +152,7 @@ export class Replica extends EventEmitter {
             case 'failed':
                 this.fail(`model failed to load: ${msg.message}`);
                 this.loadFailed = true;
-                log.error(`replica ${this.spec.id}: ${this.lastError}`);
+                log.error(`replica ${this.spec.id}: ${this.lastError}`, this.fields);
                 break;
             case 'result': {
                 const b = this.inflight.get(msg.id) as InFlight;
@@ -131,6 +161,12 @@ export class Replica extends EventEmitter {
                 // began as this one came back.
                 const now = performance.now();
                 this.runTimes.record(now - this.since, b.rows);
+                if (metrics.on) {
+                    const stages = this.counted.stages;
+                    for (let i = 0; i < 3; i++) {
+                        stages[i].observe(msg.stages[i]);
+                    }
+                }
                 this.since = now;
                 const next = this.inflight.get(msg.id + 1);
                 if (next) {
@@ -168,7 +204,7 @@ export class Replica extends EventEmitter {
     private kill(why: string): void {
         this.killedFor = why;
         this.fail(why);
-        log.error(`replica ${this.spec.id}: ${why}; killing it`);
+        log.error(`replica ${this.spec.id}: ${why}; killing it`, this.fields);
         (this.child as ChildProcess).kill('SIGKILL');
     }
 
@@ -246,7 +282,7 @@ export class Replica extends EventEmitter {
         this.restarts++;
         if (!this.loadFailed && !this.killedFor) {
             this.fail(`process exited unexpectedly (code ${code}, signal ${signal})`);
-            log.error(`replica ${this.spec.id} (pid ${child.pid}): ${this.lastError}; restarting`);
+            log.error(`replica ${this.spec.id} (pid ${child.pid}): ${this.lastError}; restarting`, this.fields);
         }
         this.state = 'BACKOFF';
         const delay = Math.min(maxBackoffMs, 100 * 2 ** (this.failures - 1));
@@ -255,7 +291,7 @@ export class Replica extends EventEmitter {
     }
 
     /** Send a batch of `rows` rows (one per item, unless said); resolves with one JSON body per item. */
-    run(items: unknown[], rows = items.length): Promise<string[]> {
+    run(items: unknown[], rows = items.length, requestIds?: string[]): Promise<string[]> {
         return new Promise((resolve, reject) => {
             const id = this.nextId++;
             if (!this.inflight.size) {
@@ -263,7 +299,7 @@ export class Replica extends EventEmitter {
                 this.watch(this.since + this.runTimes.deadline(rows));
             }
             this.inflight.set(id, { items: items.length, rows, resolve, reject });
-            (this.child as ChildProcess).send({ type: 'batch', id, items } satisfies ToWorker);
+            (this.child as ChildProcess).send({ type: 'batch', id, items, request_ids: requestIds } satisfies ToWorker);
         });
     }
 

@@ -5,6 +5,7 @@ import type Boom from '@hapi/boom';
 import { fail, fromWire, type WireError } from './errors';
 import { fixedBatch, type Signature } from './signature';
 import type { Parsed } from './handler';
+import { deploymentMetrics, metrics, type DeploymentMetrics } from './metrics';
 import type { DeploymentConfig } from '../schemas/serve';
 
 /** Why a batch came back without answers when the worker did not say why: its replica died under it. */
@@ -28,7 +29,7 @@ export interface SchedulerReplica {
      * Runs a batch of `rows` rows; resolves with one JSON body per item, rejects with the worker's WireError or a
      * ReplicaDied (its process died, or hung past the batch's deadline and was killed).
      */
-    run(items: unknown[], rows: number): Promise<string[]>;
+    run(items: unknown[], rows: number, requestIds?: string[]): Promise<string[]>;
 }
 
 /** The part of a deployment's config the scheduler reads: read at each use, since a reload changes it in place. */
@@ -48,6 +49,19 @@ export interface Client {
     on(event: 'close', listener: () => void): unknown;
 }
 
+/**
+ * What the front door learns of a request from the scheduler, for its access log: the request's id comes in (the
+ * replica logs it), its queue time and batch size go out once its batch has answered. The front door passes an object
+ * it holds anyway (hapi's request.app), so that carrying them costs no allocation.
+ */
+export interface Trace {
+    requestId?: string;
+    /** ms from admission to the departure of the batch that answered it */
+    queueMs?: number;
+    /** rows in that batch */
+    batchRows?: number;
+}
+
 /** A request from its admission to its answer. */
 interface Pending {
     rows: number;
@@ -57,6 +71,9 @@ interface Pending {
     solo: boolean;
     /** when it was admitted (performance.now()) */
     enqueued: number;
+    /** when its batch last left (performance.now()) */
+    dispatched: number;
+    trace?: Trace;
     /** its request timeout, counted from `enqueued` */
     timeoutMs: number;
     /** times its replica died under it */
@@ -84,6 +101,7 @@ export class Scheduler {
     private emptied: Array<() => void> = [];
     /** when a replica last died under a batch (performance.now()): its requests go only to replicas known alive since */
     private diedAt = -Infinity;
+    private counted?: DeploymentMetrics;
 
     constructor(private readonly host: SchedulerHost) {}
 
@@ -92,11 +110,16 @@ export class Scheduler {
         return this.queue.length;
     }
 
+    /** requests admitted and not answered yet: queued plus running (the autoscaling signal) */
+    get ongoing(): number {
+        return this.open.size;
+    }
+
     /**
      * Admits a request, or refuses it with QUEUE_FULL; resolves with its JSON body. A client whose response closes
      * before its answer is written has hung up: its request leaves the queue.
      */
-    submit(parsed: Parsed<unknown>, timeoutMs: number, client?: Client): Promise<string> {
+    submit(parsed: Parsed<unknown>, timeoutMs: number, client?: Client, trace?: Trace): Promise<string> {
         const full = this.full();
         if (full) {
             return Promise.reject(fail('QUEUE_FULL', full));
@@ -104,7 +127,7 @@ export class Scheduler {
         return new Promise((resolve, reject) => {
             const now = performance.now();
             const p: Pending = {
-                rows: parsed.rows, key: parsed.key, item: parsed.item, solo: false, enqueued: now, timeoutMs, tries: 0, queued: false, done: false, resolve, reject
+                rows: parsed.rows, key: parsed.key, item: parsed.item, solo: false, enqueued: now, dispatched: now, trace, timeoutMs, tries: 0, queued: false, done: false, resolve, reject
             };
             this.open.add(p);
             this.armTimeout(now + timeoutMs);
@@ -306,14 +329,35 @@ export class Scheduler {
 
     private dispatch(r: SchedulerReplica, batch: Pending[]): void {
         let rows = 0;
+        const now = performance.now();
         for (const p of batch) {
             p.queued = false;
+            p.dispatched = now;
             rows += p.rows;
         }
-        r.run(batch.map((p) => p.item), rows).then(
-            (bodies) => batch.forEach((p, i) => this.finish(p, undefined, bodies[i])),
+        r.run(batch.map((p) => p.item), rows, batch.map((p) => p.trace?.requestId ?? '')).then(
+            (bodies) => {
+                this.count(batch, rows);
+                batch.forEach((p, i) => this.finish(p, undefined, bodies[i]));
+            },
             (err: WireError | ReplicaDied) => this.retry(batch, err)
         ).finally(this.answered);
+    }
+
+    /** A batch answered: its metrics, and each request's queue time and batch size for its access log. */
+    private count(batch: Pending[], rows: number): void {
+        const m = metrics.on ? this.counted ??= deploymentMetrics(this.host.id) : undefined;
+        m?.executions.inc();
+        m?.inferences.inc(batch.length);
+        m?.batchRows.observe(rows);
+        for (const p of batch) {
+            const queueMs = p.dispatched - p.enqueued;
+            m?.queueWait.observe(queueMs / 1000);
+            if (p.trace) {
+                p.trace.queueMs = queueMs;
+                p.trace.batchRows = rows;
+            }
+        }
     }
 
     /**

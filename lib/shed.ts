@@ -4,8 +4,12 @@
 // requests it admits, and the replicas would wait for work while the front refuses (issue 10, defect 4).
 import type http from 'node:http';
 import { body, catalogue } from './errors';
-import type { Controller } from './controller';
+import { requestId } from './request-id';
+import { countError, countRequest, metrics } from './metrics';
+import { bytesIn, logAccess } from './access-log';
+import type { Controller, Route } from './controller';
 import type { Gate } from './auth';
+import type { LoggingConfig } from '../schemas/serve';
 
 type RequestListener = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
@@ -18,10 +22,16 @@ export function shedLoad(listener: http.Server, controller: Controller, gate: Ga
     const handlers = listener.listeners('request') as RequestListener[];
     listener.removeAllListeners('request');
     listener.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-        const full = fullDeployment(controller, req);
+        const route = routeOf(controller, req);
+        const full = route?.deployment.full();
         if (full && !(gate.on && gate.refuse('model', { method: req.method as string, path: req.url as string, headers: req.headers }))) {
-            const text = body('QUEUE_FULL', full);
-            res.writeHead(catalogue.QUEUE_FULL.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'retry-after': '1' }).end(text);
+            const t0 = performance.now();
+            const id = requestId(req.headers['x-request-id']);
+            const text = body('QUEUE_FULL', full, id);
+            const length = Buffer.byteLength(text);
+            const status = catalogue.QUEUE_FULL.status;
+            res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': length, 'retry-after': '1', 'x-request-id': id }).end(text);
+            refused(route as Route, req, id, length, performance.now() - t0);
             return;
         }
         for (const handler of handlers) {
@@ -30,8 +40,20 @@ export function shedLoad(listener: http.Server, controller: Controller, gate: Ga
     });
 }
 
-/** Why the deployment a request is for refuses it now; nothing for any other (hapi routes it, refusing what it must). */
-function fullDeployment(controller: Controller, req: http.IncomingMessage): string | undefined {
+/** A refusal's metrics and access-log line, as lib/http.ts writes them for a request hapi answers. */
+function refused(route: Route, req: http.IncomingMessage, id: string, bytesOut: number, ms: number): void {
+    const deployment = route.deployment.config.name;
+    const status = catalogue.QUEUE_FULL.status;
+    if (metrics.on) {
+        countRequest(route.path, route.method, status, ms / 1000);
+        countError(route.app, deployment, 'QUEUE_FULL');
+    }
+    logAccess((route.deployment.config.logging_config as LoggingConfig).enable_access_log, id, route.method, route.path, route.app, deployment, status,
+        bytesIn(req.headers['content-length']), bytesOut, ms, undefined, undefined);
+}
+
+/** The model route a request is for, as hapi would route it; nothing for any other (hapi routes it, refusing what it must). */
+function routeOf(controller: Controller, req: http.IncomingMessage): Route | undefined {
     const url = req.url as string;
     const end = url.indexOf('?');
     let path = end < 0 ? url : url.slice(0, end);
@@ -39,5 +61,5 @@ function fullDeployment(controller: Controller, req: http.IncomingMessage): stri
     if (path.length > 1 && path.endsWith('/')) {
         path = path.slice(0, -1);
     }
-    return controller.routes.get(path)?.get(req.method as string)?.deployment.full();
+    return controller.routes.get(path)?.get(req.method as string);
 }

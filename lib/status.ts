@@ -21,9 +21,24 @@ export interface ReplicaStatus {
     snapshot?: string;
 }
 
+/** A deployment's autoscaler (lib/autoscaler.ts): its target, what waits for CPUs, its signal and its last decision. */
+export interface AutoscalingStatus {
+    target_replicas: number;
+    /** replicas the target wants beyond the CPU budget (max_cpus): they start once there is room */
+    pending_replicas: number;
+    /** the ongoing requests (queued and in flight) aggregated over look_back_period_s, at the last decision */
+    ongoing_requests: number;
+    /** requests that found it scaled to zero and started a replica */
+    scaled_from_zero: number;
+    /** seconds its latest replica took from start to ready */
+    last_replica_start_s?: number;
+    last_decision?: { at: string; from: number; to: number; reason: string };
+}
+
 export interface DeploymentStatus {
     name: string;
-    status: 'RUNNING' | 'DEPLOYING' | 'UNHEALTHY';
+    /** SCALED_TO_ZERO: no replica, by the autoscaler's decision; ready, and a request starts one */
+    status: 'RUNNING' | 'DEPLOYING' | 'UNHEALTHY' | 'SCALED_TO_ZERO';
     version: string;
     handler: string;
     model: ModelConfig;
@@ -31,6 +46,8 @@ export interface DeploymentStatus {
     running_replicas: number;
     replicas_by_version: Record<string, number>;
     queued_requests: number;
+    /** with an autoscaling_config */
+    autoscaling?: AutoscalingStatus;
     last_error?: string;
     replicas: ReplicaStatus[];
 }
@@ -52,6 +69,8 @@ export interface ConfigStatus {
 
 export interface ControllerStatus {
     started_at: string;
+    /** the CPUs replicas may take together (max_cpus, or its default), and what they take now */
+    cpu_budget?: { max_cpus: number; used: number };
     ready: boolean;
     applications: AppStatus[];
 }

@@ -12,7 +12,8 @@ import chokidar, { type FSWatcher } from 'chokidar';
 import { ConfigError, contentDigest, digestKey, loadFile } from './config';
 import { DigestCache } from './digests';
 import { isModule } from '../handlers/registry';
-import { log } from './log';
+import { configureLogging, log } from './log';
+import { countReload, metrics } from './metrics';
 import type { Changes, Controller } from './controller';
 import type { AuthConfig, ServeConfig } from '../schemas/serve';
 import type { ConfigStatus } from './status';
@@ -57,6 +58,8 @@ export class ConfigWatcher {
     private timer?: NodeJS.Timeout;
     private running?: Promise<ReloadResult>;
     private next?: Promise<ReloadResult>;
+    /** the first apply (start()), while it runs */
+    private starting?: Promise<void>;
     reloads = 0;
     last?: ReloadResult;
     /**
@@ -70,13 +73,24 @@ export class ConfigWatcher {
 
     /**
      * Applies the file for the first time: config, parsed from the file's bytes `text` (lib/config.ts, loadFile()). A
-     * ConfigError here is the caller's to report.
+     * ConfigError here is the caller's to report. A reload asked for meanwhile (SIGHUP, POST /-/reload: the listener is
+     * up before the models are) runs once it is over.
      */
-    async start(config: ServeConfig, text: Buffer = fs.readFileSync(this.file)): Promise<Changes> {
+    start(config: ServeConfig, text: Buffer = fs.readFileSync(this.file)): Promise<Changes> {
+        const first = this.first(config, text);
+        const over = () => {
+            this.starting = undefined;
+        };
+        this.starting = first.then(over, over);
+        return first;
+    }
+
+    private async first(config: ServeConfig, text: Buffer): Promise<Changes> {
         const digests = await modelDigests(config, this.digests);
         this.digests.sweep();
         this.fingerprint = fingerprint(text, digests, config);
         this.auth = config.auth;
+        observe(config);
         const changes = await this.controller.apply(config, digests);
         this.serving = config;
         await this.watch(config);
@@ -132,8 +146,14 @@ export class ConfigWatcher {
      * run, which sees whatever changed meanwhile; calls during the same run share it.
      */
     reload(trigger: string): Promise<ReloadResult> {
+        if (this.starting) {
+            return this.starting.then(() => this.reload(trigger));
+        }
         if (!this.running) {
-            this.running = this.once(trigger).finally(() => {
+            this.running = this.once(trigger).then((r) => {
+                countReload(r.result);
+                return r;
+            }).finally(() => {
                 this.running = undefined;
             });
             return this.running;
@@ -181,6 +201,7 @@ export class ConfigWatcher {
         }
         log.info(`reload (${trigger}): applying ${this.file}`);
         this.auth = config.auth;
+        observe(config);
         const changes = await this.controller.apply(config, digests);
         this.fingerprint = print;
         this.serving = config;
@@ -211,6 +232,12 @@ export class ConfigWatcher {
         clearTimeout(this.timer);
         await Promise.all(this.watchers.splice(0).map((w) => w.close()));
     }
+}
+
+/** Applies a config's logging_config and metrics switch, from the moment it is accepted: a change needs no restart. */
+function observe(config: ServeConfig): void {
+    configureLogging(config.logging_config);
+    metrics.on = config.metrics !== false;
 }
 
 /** Each deployment's content digest (by digestKey), read through the watcher's cache and shared with the controller. */

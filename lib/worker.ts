@@ -5,15 +5,18 @@ import vm from 'node:vm';
 import Module, { createRequire } from 'node:module';
 import { load, type Session } from './runtimes';
 import { create } from '../handlers';
-import { fail, toWire } from './errors';
+import { catalogue, fail, toWire, type WireError } from './errors';
 import { modelFiles } from './model-files';
-import { log } from './log';
+import { bindLogs, configureLogging, log } from './log';
 import { dtype, size } from './tensor';
 import type { Feeds } from './tensor';
 import type { Handler } from './handler';
 import type { ToWorker, FromWorker, ReplicaSpec } from './messages';
 
 const spec = JSON.parse(process.env.TSSERVE_REPLICA as string) as ReplicaSpec;
+// Each line this process logs names its replica.
+bindLogs({ application: spec.id.slice(0, spec.id.indexOf('/')), deployment: spec.name, replica: spec.id });
+configureLogging(spec.logging_config);
 const send = (msg: FromWorker): void => {
     process.send?.(msg);
 };
@@ -68,8 +71,10 @@ async function start(): Promise<{ session: Session; handler: Handler }> {
     return { session, handler };
 }
 
+const loading = performance.now();
 let chain = start().then((ready) => {
-    send({ type: 'ready', signature: ready.session.signature, backend: ready.session.backend, notice: ready.session.notice });
+    const load_s = (performance.now() - loading) / 1000;
+    send({ type: 'ready', signature: ready.session.signature, backend: ready.session.backend, notice: ready.session.notice, load_s });
     return ready;
 }, (err: Error) => {
     // Exit once the message is handed over, so that the supervisor learns why.
@@ -77,14 +82,30 @@ let chain = start().then((ready) => {
     return new Promise<never>(() => {});
 });
 
-async function runBatch({ session, handler }: { session: Session; handler: Handler }, items: unknown[]): Promise<string[]> {
+/** Runs a batch; `stages` gets the seconds each stage took (preprocess, inference, postprocess), as far as it got. */
+async function runBatch({ session, handler }: { session: Session; handler: Handler }, items: unknown[], stages: [number, number, number]): Promise<string[]> {
+    let t = performance.now();
+    const lap = (i: number): void => {
+        const now = performance.now();
+        stages[i] = (now - t) / 1000;
+        t = now;
+    };
     const feeds = await handler.preprocess(items, session.signature);
+    lap(0);
     const outputs = await session.run(feeds);
+    lap(1);
     const bodies = await handler.postprocess(outputs, items, session.signature);
+    lap(2);
     if (!Array.isArray(bodies) || bodies.length !== items.length) {
         throw fail('HANDLER_ERROR', `postprocess returned ${Array.isArray(bodies) ? bodies.length : 'no'} bodies for ${items.length} items`);
     }
     return bodies.map((b) => JSON.stringify(b));
+}
+
+/** A batch failed: one record, naming its requests, with the error's stack; a client's error (4xx) is a warning. */
+function logFailure(err: unknown, wire: WireError, items: number, ids: string[] | undefined): void {
+    const status = wire.status ?? catalogue[wire.code].status;
+    (status < 500 ? log.warn : log.error)(`a batch of ${items} request(s) failed: ${wire.code}: ${wire.message}`, { request_ids: ids, err });
 }
 
 process.on('message', (msg: ToWorker) => {
@@ -92,9 +113,18 @@ process.on('message', (msg: ToWorker) => {
         send({ type: 'pong', sent: msg.sent });
         return;
     }
+    if (msg.type === 'logging') {
+        configureLogging(msg.logging_config);
+        return;
+    }
     chain = chain.then(async (ready) => {
         if (msg.type === 'batch') {
-            send(await runBatch(ready, msg.items).then((bodies) => ({ type: 'result', id: msg.id, bodies }), (err) => ({ type: 'result', id: msg.id, error: toWire(err) })));
+            const stages: [number, number, number] = [0, 0, 0];
+            send(await runBatch(ready, msg.items, stages).then((bodies) => ({ type: 'result', id: msg.id, bodies, stages }), (err: unknown) => {
+                const error = toWire(err);
+                logFailure(err, error, msg.items.length, msg.request_ids);
+                return { type: 'result', id: msg.id, error, stages };
+            }));
         }
         else if (msg.type === 'reconfigure') {
             send(await Promise.resolve().then(() => ready.handler.reconfigure(msg.user_config, ready.session.signature))

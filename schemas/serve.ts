@@ -42,13 +42,60 @@ export const resources = Joi.object({
     gpus: Joi.number().integer().min(0).max(16).default(0).description('> 0 asks for the CUDA execution provider')
 });
 
+/** Ray Serve's logging_config: at the top level (defaults below) and per deployment (each field it sets wins). */
+export const logLevels = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'] as const;
+const loggingFields = {
+    encoding: Joi.string().valid('TEXT', 'JSON').insensitive().uppercase()
+        .description('TEXT (human-readable) or JSON (one object a line); default: TEXT when stdout is a terminal, else JSON'),
+    log_level: Joi.string().valid(...logLevels).insensitive().uppercase().description('the least severe level logged'),
+    enable_access_log: Joi.boolean().description('one line per request')
+};
+export const loggingConfig = Joi.object(loggingFields);
+
+/**
+ * Ray Serve's autoscaling_config, its field names and defaults (lib/autoscaler.ts applies it). `maxReplicas` is
+ * max_replicas' default: 1 as in Ray, 100 under `num_replicas: auto` (Ray's shorthand).
+ */
+export const aggregationFunctions = ['mean', 'max', 'min'] as const;
+const seconds = (min: number) => Joi.number().min(min).max(86400);
+export const autoscalingConfig = (maxReplicas: number) => Joi.object({
+    min_replicas: Joi.number().integer().min(0).max(Joi.ref('max_replicas')).default(1)
+        .description('the fewest replicas; 0 lets the deployment scale to zero')
+        .messages({ 'number.max': '{{#label}} must be less than or equal to max_replicas' }),
+    max_replicas: Joi.number().integer().min(1).max(256).default(maxReplicas),
+    initial_replicas: Joi.number().integer().min(Joi.ref('min_replicas')).max(Joi.ref('max_replicas'))
+        .description('replicas started with the deployment; default: min_replicas')
+        .messages({ 'number.min': '{{#label}} must be between min_replicas and max_replicas', 'number.max': '{{#label}} must be between min_replicas and max_replicas' }),
+    target_ongoing_requests: Joi.number().greater(0).max(100000).default(2)
+        .description('ongoing requests per replica (queued at the deployment and in flight) that the autoscaler aims at'),
+    upscale_delay_s: seconds(0).default(30),
+    downscale_delay_s: seconds(0).default(600),
+    downscale_to_zero_delay_s: seconds(0).description('the delay from 1 replica to 0; default: downscale_delay_s'),
+    upscaling_factor: Joi.number().greater(0).max(100).default(1),
+    downscaling_factor: Joi.number().greater(0).max(100).default(1),
+    metrics_interval_s: seconds(0.01).default(10).description('how often the ongoing requests are sampled and a decision made'),
+    look_back_period_s: seconds(0.01).default(30).description('the window the samples are aggregated over'),
+    aggregation_function: Joi.string().valid(...aggregationFunctions).default('mean')
+});
+
+/** num_replicas: a number and autoscaling_config exclude each other; with autoscaling_config it reads auto, else defaults to 1. */
+function replicaCount(d: { num_replicas?: number | 'auto'; autoscaling_config?: object }, helpers: Joi.CustomHelpers): unknown {
+    if (typeof d.num_replicas === 'number' && d.autoscaling_config) {
+        return helpers.error('deployment.replicas', {}, (helpers.state.localize as (path: Array<string | number>) => Joi.State)([...helpers.state.path as Array<string | number>, 'num_replicas']));
+    }
+    d.num_replicas = d.autoscaling_config ? 'auto' : d.num_replicas ?? 1;
+    return d;
+}
+
 export const deployment = Joi.object({
     name: name.required(),
     handler: handler.default('tensor'),
     options: handlerOptions.description('the handler\'s options; see schemas/<handler>.ts'),
     ingress: Joi.boolean().default(false),
     model: model.required(),
-    num_replicas: Joi.number().integer().min(1).max(256).default(1),
+    // Its default (1) is set below, where an autoscaling_config is known to be absent.
+    num_replicas: Joi.number().integer().min(1).max(256).allow('auto').description('a fixed count, or auto (autoscaling with Ray\'s defaults for auto)'),
+    autoscaling_config: Joi.when('num_replicas', { is: 'auto', then: autoscalingConfig(100).default(), otherwise: autoscalingConfig(1) }),
     max_ongoing_requests: Joi.number().integer().min(1).max(100000).default(64)
         .description('requests (not rows) a replica may hold at once, across its batches'),
     max_queued_requests: Joi.number().integer().min(0).max(1000000).default(256)
@@ -58,7 +105,10 @@ export const deployment = Joi.object({
     graceful_shutdown_timeout_s: Joi.number().min(0).max(3600).default(20),
     health_check_period_s: Joi.number().min(0.1).max(3600).default(10),
     health_check_timeout_s: Joi.number().min(0.1).max(3600).default(30),
-    user_config: Joi.object().unknown(true).default({})
+    user_config: Joi.object().unknown(true).default({}),
+    logging_config: loggingConfig.description('overrides the top level\'s logging_config, field by field; applied in place')
+}).custom(replicaCount).messages({
+    'deployment.replicas': '{{#label}} and autoscaling_config cannot both be set: num_replicas fixes the count, autoscaling_config lets it change (num_replicas: auto with autoscaling_config is allowed)'
 });
 
 export const route = Joi.object({
@@ -105,6 +155,10 @@ export const auth = Joi.object({
 export const serve = Joi.object({
     http_options: httpOptions.default(),
     auth,
+    logging_config: Joi.object({ ...loggingFields, log_level: loggingFields.log_level.default('INFO'), enable_access_log: loggingFields.enable_access_log.default(true) }).default(),
+    metrics: Joi.boolean().default(true).description('GET /metrics and the counting behind it; false turns both off'),
+    max_cpus: Joi.number().integer().min(1).max(65536)
+        .description('the CPUs (resources.cpus) that replicas may take together; the autoscaler grows no further. Default: the machine\'s cores, or what the configured replicas take if more'),
     applications: Joi.array().items(application).min(1).required()
 });
 
@@ -124,7 +178,9 @@ export interface DeploymentConfig {
     options: Record<string, unknown>;
     ingress: boolean;
     model: ModelConfig;
-    num_replicas: number;
+    /** 'auto' exactly when autoscaling_config is set */
+    num_replicas: number | 'auto';
+    autoscaling_config?: AutoscalingConfig;
     max_ongoing_requests: number;
     max_queued_requests: number;
     batching: { max_batch_size: number; batch_wait_timeout_s: number };
@@ -133,6 +189,31 @@ export interface DeploymentConfig {
     health_check_period_s: number;
     health_check_timeout_s: number;
     user_config: Record<string, unknown>;
+    /** once loaded: the top level's, with the deployment's own fields over it (lib/config.ts) */
+    logging_config?: LoggingConfig;
+}
+
+export interface LoggingConfig {
+    /** absent: TEXT when stdout is a terminal, else JSON */
+    encoding?: 'TEXT' | 'JSON';
+    log_level?: typeof logLevels[number];
+    enable_access_log?: boolean;
+}
+
+/** Ray Serve's autoscaling_config, defaults filled in (schemas: autoscalingConfig). */
+export interface AutoscalingConfig {
+    min_replicas: number;
+    max_replicas: number;
+    initial_replicas?: number;
+    target_ongoing_requests: number;
+    upscale_delay_s: number;
+    downscale_delay_s: number;
+    downscale_to_zero_delay_s?: number;
+    upscaling_factor: number;
+    downscaling_factor: number;
+    metrics_interval_s: number;
+    look_back_period_s: number;
+    aggregation_function: typeof aggregationFunctions[number];
 }
 
 export interface RouteConfig {
@@ -166,5 +247,11 @@ export interface ServeConfig {
     http_options: { host: string; port: number; request_timeout_s: number; max_body_size_mb: number };
     /** absent: every route is open */
     auth?: AuthConfig;
+    /** once loaded, log_level and enable_access_log are set */
+    logging_config?: LoggingConfig;
+    /** false: no /metrics and nothing counted */
+    metrics?: boolean;
+    /** absent: the machine's cores, or what the configured replicas take if more (lib/cpu-budget.ts) */
+    max_cpus?: number;
     applications: ApplicationConfig[];
 }

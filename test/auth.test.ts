@@ -343,7 +343,8 @@ t.test('without keys: a cross-site admin POST is refused, anything else goes; ke
             t.equal(r.status, 403, name);
             t.same(r.body, {
                 statusCode: 403, error: 'Forbidden', code: 'FORBIDDEN',
-                message: `POST /-/reload is refused from another site's page: its Origin, ${JSON.stringify(origin)}, is not this server (${JSON.stringify(host)})`
+                message: `POST /-/reload is refused from another site's page: its Origin, ${JSON.stringify(origin)}, is not this server (${JSON.stringify(host)})`,
+                request_id: r.headers.get('x-request-id')
             }, `${name}: says why`);
         }
         t.match(await call(s, 'POST', '/-/reload', { origin: s.url }), { status: 200, body: { result: 'unchanged' } }, 'the same origin');

@@ -184,7 +184,7 @@ t.test('up serves until SIGINT or SIGTERM, then stops and returns 0', async (t) 
             '../lib/server': {
                 up: async (...args: unknown[]) => {
                     calls.push(args);
-                    return { stop: async () => { stopped++; } };
+                    return { started: new Promise(() => {}), stop: async () => { stopped++; } };
                 }
             },
             '../lib/log': { log: { info: (m: string) => logged.push(m), warn: () => {}, error: () => {} } }
@@ -222,6 +222,24 @@ t.test('up serves until SIGINT or SIGTERM, then stops and returns 0', async (t) 
     });
     await t.rejects(tsserve(['up'], mocked), { message: 'stop here' }, 'errors other than ConfigError propagate');
     t.strictSame(calls, [['serve.yaml', { port: undefined, host: undefined }]]);
+});
+
+t.test('up whose config cannot be applied after the listener is bound stops and returns 1', async (t) => {
+    let stopped = 0;
+    const { main: mocked } = t.mockRequire<typeof import('../lib/cli')>('../lib/cli', {
+        '../lib/server': {
+            // what lib/server.ts logs of it is not main()'s to print again
+            up: async () => ({ started: Promise.reject(new Error('a model file is gone')), stop: async () => { stopped++; } })
+        }
+    });
+    const before = { SIGINT: process.listeners('SIGINT'), SIGTERM: process.listeners('SIGTERM') };
+    t.strictSame(await tsserve(['up', 'x.yaml'], mocked), { code: 1, out: '', err: '' });
+    t.equal(stopped, 1, 'stopped first');
+    for (const s of ['SIGINT', 'SIGTERM'] as const) {
+        for (const l of process.listeners(s).filter((l) => !before[s].includes(l))) {
+            process.removeListener(s, l);
+        }
+    }
 });
 
 t.test('status when nothing listens', async (t) => {

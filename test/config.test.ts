@@ -64,8 +64,23 @@ t.test('a minimal file gets every default from the schema', async (t) => {
         graceful_shutdown_timeout_s: 20,
         health_check_period_s: 10,
         health_check_timeout_s: 30,
-        user_config: {}
+        user_config: {},
+        logging_config: { log_level: 'INFO', enable_access_log: true }
     });
+    t.strictSame(config.logging_config, { log_level: 'INFO', enable_access_log: true }, 'logging_config: INFO, access log on; encoding by the terminal');
+    t.equal(config.metrics, true, 'metrics on');
+});
+
+t.test('logging_config: a deployment\'s own fields over the top level\'s; Ray Serve\'s names, any case', async (t) => {
+    const doc = minimal();
+    doc.logging_config = { encoding: 'text', log_level: 'warning' };
+    doc.applications[0].deployments[0].logging_config = { log_level: 'DEBUG', enable_access_log: false };
+    const config = validate(doc, dir);
+    t.strictSame(config.logging_config, { encoding: 'TEXT', log_level: 'WARNING', enable_access_log: true });
+    t.strictSame(config.applications[0].deployments[0].logging_config, { encoding: 'TEXT', log_level: 'DEBUG', enable_access_log: false });
+    doc.logging_config = { encoding: 'XML', log_level: 'LOUD' };
+    const e = t.throws(() => validate(doc, dir)) as ConfigError;
+    t.match(e.issues, [{ path: 'logging_config.encoding' }, { path: 'logging_config.log_level' }]);
 });
 
 t.test('route defaults: path /predict, method POST; methods are case-insensitive', async (t) => {

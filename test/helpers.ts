@@ -50,15 +50,23 @@ export interface Served {
     get(route: string): Promise<{ status: number; body: any; headers: Headers }>;
 }
 
-/** Starts `tsserve up` on serve.yaml text written into dir, on a free port, and waits until it listens. */
-export function serve(dir: string, yaml: string, file = 'serve.yaml'): Promise<Served> {
-    const config = path.join(dir, file);
-    fs.writeFileSync(config, yaml);
-    return start(config);
+export interface StartOptions {
+    /**
+     * Wait for the start-up to be over too (true, the default): each deployment has a replica running or has failed
+     * its first start, as the line "start-up complete" says. false: only until the listener is bound, which comes first.
+     */
+    started?: boolean;
 }
 
-/** Starts `tsserve up` on an existing file, on a free port, and waits until it listens. */
-export async function start(config: string): Promise<Served> {
+/** Starts `tsserve up` on serve.yaml text written into dir, on a free port, and waits until it has started. */
+export function serve(dir: string, yaml: string, file = 'serve.yaml', options: StartOptions = {}): Promise<Served> {
+    const config = path.join(dir, file);
+    fs.writeFileSync(config, yaml);
+    return start(config, options);
+}
+
+/** Starts `tsserve up` on an existing file, on a free port, and waits until it listens, and until it has started. */
+export async function start(config: string, { started = true }: StartOptions = {}): Promise<Served> {
     const proc = spawn(process.execPath, [...process.execArgv, cli, 'up', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     // If this test process dies (a tap timeout, say), its server must not outlive it.
     const reap = () => proc.kill('SIGKILL');
@@ -88,10 +96,15 @@ export async function start(config: string): Promise<Served> {
         waiters.push(check);
         check();
     });
-    // Replicas load first, each compiling TypeScript under the test loader: slow on a loaded 2-core machine.
-    const url = await Promise.race([waitFor(/listening on (http:\/\/\S+)/, 120000), exited.then((c) => {
+    // The listener is bound first, then the replicas load, each compiling TypeScript under the test loader: slow on a
+    // loaded 2-core machine.
+    const failed = exited.then((c) => {
         throw new Error(`tsserve exited with ${c}:\n${out}`);
-    })]);
+    });
+    const url = await Promise.race([waitFor(/listening on (http:\/\/\S+)/, 120000), failed]);
+    if (started) {
+        await Promise.race([waitFor(/start-up complete/, 120000), failed]);
+    }
     const call = async (route: string, init?: RequestInit) => {
         const res = await fetch(url + route, init);
         const text = await res.text();
@@ -121,7 +134,7 @@ export async function start(config: string): Promise<Served> {
  * The tsserve command in this process (lib/cli.ts's main()), answering as run() does: for `status` and `reload`
  * against a running server, without a CLI process to start (and compile) each time. Call it at the top of a test
  * file: loading lib/cli.ts compiles much of lib/ and holds this process's event loop for seconds, which must not
- * happen while requests are in flight (the server closes idle keep-alive connections meanwhile, and fetch fails).
+ * happen while requests are in flight.
  */
 export function cliHere(): (args: string[]) => Promise<{ code: number; stdout: string; stderr: string }> {
     const { main } = require('../lib/cli') as typeof import('../lib/cli');

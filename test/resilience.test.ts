@@ -102,7 +102,8 @@ health_check_timeout_s: 600`)}`);
         t.match(refused.head, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
         t.match(refused.head, /\r\nretry-after: 1\r\n/i);
         t.notMatch(refused.head, /connection: close/i, 'the connection is kept');
-        t.same(refused.body, { statusCode: 503, error: 'Service Unavailable', message: 'deployment "slow/model" has 1 requests queued (max_queued_requests)', code: 'QUEUE_FULL' });
+        t.same(refused.body, { statusCode: 503, error: 'Service Unavailable', message: 'deployment "slow/model" has 1 requests queued (max_queued_requests)', code: 'QUEUE_FULL', request_id: refused.body.request_id });
+        t.match(refused.head, new RegExp(`\r\nx-request-id: ${refused.body.request_id}\r\n`, 'i'), 'the request\'s id, in the body and the header');
         // The body that follows is read and dropped; the connection then carries the next request.
         socket.write(body);
         socket.write('GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -110,7 +111,7 @@ health_check_timeout_s: 600`)}`);
         // A request refused later, by the scheduler once its body has arrived (a path hapi decodes first), has the same body.
         const late = await s.post('/slow/%70redict', { inputs: slowRows(1, 4) }, key);
         t.equal(late.status, 503);
-        t.same(late.body, refused.body, 'the same answer as a refusal at the headers');
+        t.same({ ...late.body, request_id: undefined }, { ...refused.body, request_id: undefined }, 'the same answer as a refusal at the headers (but for its own id)');
         t.equal(late.headers.get('retry-after'), '1');
         const keyless = await s.post('/slow/predict', { inputs: slowRows(1, 5) });
         t.match(keyless, { status: 401, body: { code: 'UNAUTHORIZED' } }, 'no key: 401, full queue or not');

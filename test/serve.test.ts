@@ -222,7 +222,9 @@ t.test('tsserve up serves every deployment declared in serve.yaml', async (t) =>
         t.equal(r.headers.get('retry-after'), '1');
         const ready = await s.get('/-/ready');
         t.equal(ready.status, 503);
-        t.equal((await s.get('/-/healthz')).body.status, 'ok');
+        const healthz = await s.get('/-/healthz');
+        t.equal(healthz.body.status, 'ok');
+        t.equal(healthz.headers.get('keep-alive'), 'timeout=65', 'idle connections are kept longer than clients keep theirs: the client closes first');
         t.match(s.output(), /replica broken\/model#0: model failed to load/);
     });
 
@@ -339,7 +341,7 @@ t.test('the front door in process: admin routes, docs and error bodies need no d
             const r = await send();
             t.match(r.type, /^application\/json/, `${name}: JSON`);
             t.match(r.body, body, name);
-            t.same(Object.keys(r.body), ['statusCode', 'error', 'message', 'code'], `${name}: the one error body`);
+            t.same(Object.keys(r.body), ['statusCode', 'error', 'message', 'code', 'request_id'], `${name}: the one error body`);
         }
     });
 });

@@ -407,6 +407,8 @@ t.test('a real server logging into the folder of its serve.yaml reloads once per
     });
     const output = () => fs.readFileSync(logFile, 'utf8');
     const [, url] = await until(() => output().match(/listening on (http:\/\/\S+)/), { what: () => `the server listening:\n${output()}`, timeoutMs: 120000 });
+    // the listener is bound first; the replica then loads
+    await until(() => /start-up complete/.test(output()), { what: () => `the start-up over:\n${output()}`, timeoutMs: 120000 });
     const reloads = async () => ((await (await fetch(`${url}/-/status`)).json()) as Status).config.reloads;
     const looks = () => output().match(/reload \(/g)?.length;
 
@@ -462,7 +464,7 @@ const replicasOf = (n: number) => `applications:\n  - name: a\n    deployments:\
 t.test('a save while a look hashes the models is the next look\'s to apply, not taken for the running file', async (t) => {
     const root = folder({ 'mlp.onnx': mlp, 'serve.yaml': replicasOf(1) });
     const file = path.join(root, 'serve.yaml');
-    const applied: number[] = [];
+    const applied: Array<number | 'auto'> = [];
     const controller = { apply: async (c: ServeConfig) => (applied.push(c.applications[0].deployments[0].num_replicas), nothing()) } as unknown as Controller;
     // the save of 3 comes while the look that read 2 hashes the model (made to happen there by the cache itself)
     let save: (() => void) | undefined;

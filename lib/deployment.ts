@@ -331,6 +331,11 @@ export class Deployment {
         });
     }
 
+    /** Requests waiting for a replica (not those in flight). */
+    get queued(): number {
+        return this.scheduler.queued;
+    }
+
     /** Requests admitted and not answered yet: queued plus running. */
     get ongoing(): number {
         return this.scheduler.ongoing;
@@ -369,7 +374,7 @@ export class Deployment {
         const last = a?.last;
         return {
             name: this.config.name, status, version: this.version, handler: this.config.handler, model: this.config.model,
-            target_replicas: target, running_replicas: running, replicas_by_version: byVersion, queued_requests: this.scheduler.queued,
+            target_replicas: target, running_replicas: running, replicas_by_version: byVersion, queued_requests: this.queued,
             ...(a && {
                 autoscaling: {
                     target_replicas: target, pending_replicas: this.pendingReplicas, ongoing_requests: +a.ongoing.toFixed(3), scaled_from_zero: this.fromZero,

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import client from 'prom-client';
 import type { Controller } from './controller';
+import type { Deployment } from './deployment';
 
 export const registry = new client.Registry();
 client.collectDefaultMetrics({ register: registry, prefix: 'tsserve_' });
@@ -173,30 +174,20 @@ export function processUsage(pid: number): { rss: number; cpu: number } | undefi
 /** The running deployments, for a scrape. */
 const deployments = () => [...sources.controller?.deployments.values() ?? []];
 
-new client.Gauge({
-    name: 'tsserve_deployment_queued_requests', help: 'Requests waiting in a deployment\'s queue', labelNames: dep, registers, collect() {
-        this.reset();
-        for (const d of deployments()) {
-            this.set({ application: d.app, deployment: d.config.name }, d.status().queued_requests);
+/** A gauge of one number per running deployment, read from it at each scrape. */
+function perDeployment(name: string, help: string, value: (d: Deployment) => number): void {
+    new client.Gauge({
+        name, help, labelNames: dep, registers, collect() {
+            this.reset();
+            for (const d of deployments()) {
+                this.set({ application: d.app, deployment: d.config.name }, value(d));
+            }
         }
-    }
-});
-new client.Gauge({
-    name: 'tsserve_deployment_ongoing_requests', help: 'Requests a deployment holds: queued plus running (the autoscaling signal)', labelNames: dep, registers, collect() {
-        this.reset();
-        for (const d of deployments()) {
-            this.set({ application: d.app, deployment: d.config.name }, d.ongoing);
-        }
-    }
-});
-new client.Gauge({
-    name: 'tsserve_deployment_target_replicas', help: 'Replicas a deployment is meant to have (its config, or the autoscaler\'s target)', labelNames: dep, registers, collect() {
-        this.reset();
-        for (const d of deployments()) {
-            this.set({ application: d.app, deployment: d.config.name }, d.status().target_replicas);
-        }
-    }
-});
+    });
+}
+perDeployment('tsserve_deployment_queued_requests', 'Requests waiting in a deployment\'s queue', (d) => d.queued);
+perDeployment('tsserve_deployment_ongoing_requests', 'Requests a deployment holds: queued plus running (the autoscaling signal)', (d) => d.ongoing);
+perDeployment('tsserve_deployment_target_replicas', 'Replicas a deployment is meant to have (its config, or the autoscaler\'s target)', (d) => d.targetReplicas);
 new client.Gauge({
     name: 'tsserve_replicas', help: 'Replicas, by state', labelNames: [...dep, 'state'], registers, collect() {
         this.reset();

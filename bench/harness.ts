@@ -89,6 +89,9 @@ export function startServer(name: string, args: string[], timeoutMs = 120_000): 
                             await new Promise((r) => setTimeout(r, 50));
                         }
                         clearTimeout(timer);
+                        // From here on its stdout (an access-log line per request) is drained, not read: splitting it
+                        // would cost the event loop that autocannon runs on. Its stderr is still kept for messages.
+                        child.stdout.off('data', onData).on('data', () => undefined);
                         resolve({ name, url, pid: child.pid as number, tail, stop });
                     })();
                 }

@@ -206,10 +206,11 @@ async function figuresMlp(): Promise<void> {
 /**
  * Figure 1a-obs: what metrics and access logs cost figure 1a. The MLP's throughput as figure 1a measures it, with both
  * on (the defaults) against both off (metrics: false, logging_config.enable_access_log: false): two servers side by
- * side, measured on, off, off, on, so that a machine that drifts during the run cancels out.
+ * side, measured on, off, off, on, on, off, off, on, so that a machine that drifts during the run cancels out (this
+ * machine's closed-loop throughput varies by up to 30% from one run of a few seconds to the next).
  */
 async function figuresObserve(): Promise<void> {
-    console.log(`\n[1a-obs] tiny MLP, metrics and access logs on vs off: 2 rounds of ${CONNECTIONS} connections x ${T.mlp}s`);
+    console.log(`\n[1a-obs] tiny MLP, metrics and access logs on vs off: 4 rounds of ${CONNECTIONS} connections x ${T.mlp}s`);
     fs.writeFileSync(path.join(out, 'mlp.onnx'), mlp());
     const body = jsonBody({ inputs: { x: [[0.1, 0.2, 0.3, 0.4]] } });
     const off = serveYaml('mlp-quiet', 'mlp.onnx', 2, 1);
@@ -220,8 +221,8 @@ async function figuresObserve(): Promise<void> {
         for (const side of sides) {
             side.server = await startOne(side.name, tsserve(side.yaml));
         }
-        for (const round of [1, 2]) {
-            for (const side of round === 1 ? sides : [...sides].reverse()) {
+        for (const round of [1, 2, 3, 4]) {
+            for (const side of round % 2 ? sides : [...sides].reverse()) {
                 const r = await rps(`mlp ${side.name}`, side.server as Server, `${side.server?.url}/mlp/predict`, body, CONNECTIONS, T.mlp, T.mlpWarm);
                 side.rps.push(r.rps);
                 side.cpu.push(r.cpu);

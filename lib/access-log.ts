@@ -1,5 +1,5 @@
 // The access log: one line per request, once it is answered (lib/http.ts; lib/shed.ts for a refusal before hapi).
-import { accessLogOn, log } from './log';
+import { accessLogOn, writeInfo } from './log';
 
 /** A request's bytes in, as its Content-Length declares them (a chunked body's are not counted: 0). */
 export const bytesIn = (contentLength: string | undefined): number => contentLength === undefined ? 0 : Number(contentLength);
@@ -14,9 +14,14 @@ export function logAccess(
     status: number, bytesIn: number, bytesOut: number, totalMs: number, queueMs: number | undefined, batchRows: number | undefined
 ): void {
     if (accessLogOn(on)) {
-        log.info(`${method} ${path} ${status}`, {
-            request_id: requestId, method, path, application, deployment, status, bytes_in: bytesIn, bytes_out: bytesOut,
-            total_ms: Math.round(totalMs * 1000) / 1000, queue_ms: queueMs === undefined ? undefined : Math.round(queueMs * 1000) / 1000, batch_size: batchRows
-        });
+        // pino's own line for these fields (undefined ones left out), built here: a generic serializer costs the front
+        // ~10% of its throughput at one line per request
+        const str = JSON.stringify;
+        writeInfo(`"request_id":${str(requestId)},"method":${str(method)},"path":${str(path)}${application === undefined ? '' : `,"application":${str(application)},"deployment":${str(deployment)}`}`
+            + `,"status":${status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"total_ms":${str(ms(totalMs))}${queueMs === undefined ? '' : `,"queue_ms":${str(ms(queueMs))}`}`
+            + `${batchRows === undefined ? '' : `,"batch_size":${batchRows}`}`, `${method} ${path} ${status}`);
     }
 }
+
+/** ms to the µs */
+const ms = (v: number) => Math.round(v * 1000) / 1000;

@@ -8,6 +8,7 @@ import { Autoscaler, type Decision } from './autoscaler';
 import { CpuBudget } from './cpu-budget';
 import { log } from './log';
 import { RunTimes } from './run-times';
+import { Traffic } from './traffic';
 import { snapshots, type Snapshot } from './snapshot';
 import { fail } from './errors';
 import { create as createHandler } from '../handlers';
@@ -52,6 +53,8 @@ export class Deployment {
      * listen.
      */
     readonly events = new EventEmitter().setMaxListeners(0);
+    /** its requests answered over the last minute (lib/http.ts and lib/shed.ts record them), for status */
+    readonly traffic = new Traffic();
     /** set by stop(): a start still under way starts no replica */
     private stopped = false;
     private prepared?: Promise<Running>;
@@ -374,7 +377,7 @@ export class Deployment {
         const last = a?.last;
         return {
             name: this.config.name, status, version: this.version, handler: this.config.handler, model: this.config.model,
-            target_replicas: target, running_replicas: running, replicas_by_version: byVersion, queued_requests: this.queued,
+            target_replicas: target, running_replicas: running, replicas_by_version: byVersion, queued_requests: this.queued, traffic: this.traffic.summary(),
             ...(a && {
                 autoscaling: {
                     target_replicas: target, pending_replicas: this.pendingReplicas, ongoing_requests: +a.ongoing.toFixed(3), scaled_from_zero: this.fromZero,

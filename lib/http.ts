@@ -229,6 +229,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         const method = request.raw.req.method as string;
         const status = res.statusCode;
         const deployment = route?.deployment.config.name;
+        route?.deployment.traffic.record(ms, status);
         if (metrics.on) {
             countRequest(route ? route.path : request.route.path, method, status, ms / 1000);
             if (route && code) {

@@ -1,8 +1,8 @@
 // The log: one record a line on stdout, through pino. JSON (one object a line: what production sees, and what a log
 // pipeline reads) or TEXT (time, level, message, then the fields as key=value, for a person: the default on a
 // terminal). logging_config in serve.yaml sets the encoding, the level and the access log (lib/access-log.ts), live.
-// Records are written asynchronously (pino's SonicBoom, flushed at exit): lines that come together leave in one write.
 import pino from 'pino';
+import { LineBatch } from './log-batch';
 import type { LoggingConfig } from '../schemas/serve';
 
 export type Fields = Record<string, unknown>;
@@ -10,6 +10,12 @@ export type Fields = Record<string, unknown>;
 /** serve.yaml's level names (Ray Serve's, Python's) in pino's */
 const levels = { DEBUG: 'debug', INFO: 'info', WARNING: 'warn', ERROR: 'error', CRITICAL: 'fatal' } as const;
 
+// Access-log lines, one per request, are batched (lib/log-batch.ts); any other record leaves at once, after the lines
+// that wait (their order is kept), so that what happens to the server is seen when it happens. SonicBoom writes them
+// (partial writes, a full pipe) and pino flushes it at exit. What waits in the batch goes to it first: this exit
+// handler is registered before pino's.
+const batch = new LineBatch((chunk) => out.write(chunk));
+process.on('exit', () => batch.flush());
 const out = pino.destination({ dest: 1, sync: false });
 /** TEXT rather than JSON */
 let text = process.stdout.isTTY === true;
@@ -30,7 +36,12 @@ const root = pino({
     base: undefined,
     level: 'info',
     formatters: { level: (label) => ({ level: label }) }
-}, { write: (line: string) => out.write(text ? toText(line) : line) });
+}, {
+    write: (line: string) => {
+        batch.write(text ? toText(line) : line);
+        batch.flush();
+    }
+});
 /** the root, or its child carrying this process's fields (bindLogs()) */
 let logger: pino.Logger = root;
 
@@ -52,6 +63,17 @@ export function configureLogging(config: LoggingConfig = {}): void {
  */
 export function accessLogOn(on = accessOn): boolean {
     return on && logger.isLevelEnabled('info');
+}
+
+/**
+ * Writes an info record made by the caller: `fields` is its fields as JSON, without the braces (`"a":1,"b":"x"`). The
+ * line is the one pino would write for them, with no generic serializer on the way: the access log writes one per
+ * request (lib/access-log.ts), and it waits up to 50 ms for others like it. Only for a process that binds no fields
+ * (the front).
+ */
+export function writeInfo(fields: string, msg: string): void {
+    const line = `{"level":"info","time":${Date.now()},${fields},"msg":${JSON.stringify(msg)}}\n`;
+    batch.write(text ? toText(line) : line);
 }
 
 /** Writes a record; `fields` (a request's id, an error as `err`, ...) go into it as they are. */

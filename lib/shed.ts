@@ -44,6 +44,7 @@ export function shedLoad(listener: http.Server, controller: Controller, gate: Ga
 function refused(route: Route, req: http.IncomingMessage, id: string, bytesOut: number, ms: number): void {
     const deployment = route.deployment.config.name;
     const status = catalogue.QUEUE_FULL.status;
+    route.deployment.traffic.record(ms, status);
     if (metrics.on) {
         countRequest(route.path, route.method, status, ms / 1000);
         countError(route.app, deployment, 'QUEUE_FULL');

@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { isModule } from '../handlers/registry';
 import type { ReloadResult } from './watcher';
+import type { TrafficSummary } from './traffic';
 import type { ModelConfig, ServeConfig } from '../schemas/serve';
 
 export interface ReplicaStatus {
@@ -46,6 +47,8 @@ export interface DeploymentStatus {
     running_replicas: number;
     replicas_by_version: Record<string, number>;
     queued_requests: number;
+    /** its requests answered over the last minute: rate, errors, latency */
+    traffic: TrafficSummary;
     /** with an autoscaling_config */
     autoscaling?: AutoscalingStatus;
     last_error?: string;
@@ -166,15 +169,25 @@ export function render(s: Status): string {
         `auth: ${s.auth ? [keysLine('API keys', s.auth.api_keys), keysLine('admin keys', s.auth.admin_keys)].join('; ') : 'none, every route is open'}`,
         ''
     ];
-    const rows = [['APPLICATION', 'DEPLOYMENT', 'STATUS', 'REPLICAS', 'QUEUED', 'VERSION']];
+    const rows = [['APPLICATION', 'DEPLOYMENT', 'STATUS', 'REPLICAS', 'QUEUED', 'REQ/S', 'P50', 'P99', 'VERSION']];
+    const scaling = [['AUTOSCALING', 'TARGET', 'PENDING', 'ONGOING', 'LAST DECISION']];
     const replicas = [['REPLICA', 'STATE', 'PID', 'VERSION', 'RESTARTS', 'BACKEND', 'LAST ERROR']];
+    const ms = (v: number | undefined) => v === undefined ? '-' : v < 10 ? `${v.toFixed(2)}ms` : v < 1000 ? `${v.toFixed(0)}ms` : `${(v / 1000).toFixed(1)}s`;
     for (const app of s.applications) {
         for (const d of app.deployments) {
-            rows.push([`${app.name} (${app.route_prefix})`, d.name, d.status, `${d.running_replicas}/${d.target_replicas}`, String(d.queued_requests), d.version]);
+            const t = d.traffic;
+            rows.push([`${app.name} (${app.route_prefix})`, d.name, d.status, `${d.running_replicas}/${d.target_replicas}`, String(d.queued_requests),
+                String(t.requests_per_s), ms(t.p50_ms), ms(t.p99_ms), d.version]);
+            const a = d.autoscaling;
+            if (a) {
+                const last = a.last_decision;
+                scaling.push([`${app.name}/${d.name}`, String(a.target_replicas), String(a.pending_replicas), String(a.ongoing_requests),
+                    last ? `${last.at}: ${last.from} -> ${last.to} (${last.reason})` : '-']);
+            }
             for (const r of d.replicas) {
                 replicas.push([r.id, r.state, String(r.pid), r.version, String(r.restarts), r.backend ?? '-', r.last_error ?? '']);
             }
         }
     }
-    return [...lines, table(rows), '', table(replicas)].join('\n') + '\n';
+    return [...lines, table(rows), '(REQ/S, P50 and P99: over the last minute, or since the deployment started)', '', ...(scaling.length > 1 ? [table(scaling), ''] : []), table(replicas)].join('\n') + '\n';
 }

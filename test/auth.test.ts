@@ -498,6 +498,7 @@ t.test('in process: status paths relative to serve.yaml\'s folder, whatever the 
             name: 'm', route_prefix: '/srv', routes: [{ method: 'POST', path: '/srv/site/predict', deployment: 'model' }], deployments: [{
                 name: 'model', status: 'UNHEALTHY', version: 'abc123def456', handler: '/srv/site/h.js', model: { runtime: 'onnx', path: '/srv/models/a.onnx' },
                 target_replicas: 2, running_replicas: 0, replicas_by_version: { abc123def456: 2 }, queued_requests: 0, last_error: 'cannot load /srv/site/h.js',
+                traffic: { window_s: 60, requests: 0, requests_per_s: 0, errors_per_s: 0 },
                 replicas: [
                     { id: 'm/model#0', state: 'BACKOFF', version: 'abc123def456', restarts: 1, inflight_requests: 0, last_error: 'in /srv/site/h.js', notice: 'from /srv/site/h.js', snapshot: '/tmp/tsserve-snapshots-1-x/m/model/abc123def456-q1' },
                     { id: 'm/model#1', state: 'RUNNING', version: 'abc123def456', restarts: 1, inflight_requests: 0, last_failure: { error: 'in /srv/site/h.js', at: '2025-01-01T00:00:01.000Z' } }

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import { main } from '../lib/cli';
-import type { Status } from '../lib/status';
+import { render, type Status } from '../lib/status';
 import { fixtures, run } from './helpers';
 
 const dir = fixtures();
@@ -274,7 +274,23 @@ t.test('status prints what /-/status answers', async (t) => {
             name: 'mlp', route_prefix: '/mlp', routes: [{ method: 'POST', path: '/mlp/predict', deployment: 'model' }], deployments: [{
                 name: 'model', status: 'RUNNING', version: 'abc123def456', handler: 'tensor', model: { runtime: 'onnx', path: 'mlp.onnx' },
                 target_replicas: 1, running_replicas: 1, replicas_by_version: { abc123def456: 1 }, queued_requests: 0,
+                traffic: { window_s: 60, requests: 7230, requests_per_s: 120.5, errors_per_s: 0, p50_ms: 3.052, p99_ms: 25.4 },
                 replicas: [{ id: 'model#1', pid: 42, state: 'RUNNING', version: 'abc123def456', restarts: 0, inflight_requests: 0, backend: 'cpu' }]
+            }, {
+                name: 'auto', status: 'RUNNING', version: 'abc123def456', handler: 'tensor', model: { runtime: 'onnx', path: 'mlp.onnx' },
+                target_replicas: 3, running_replicas: 2, replicas_by_version: { abc123def456: 2 }, queued_requests: 5,
+                traffic: { window_s: 60, requests: 90, requests_per_s: 1.5, errors_per_s: 0, p50_ms: 1250, p99_ms: 4000 },
+                autoscaling: {
+                    target_replicas: 3, pending_replicas: 1, ongoing_requests: 7.5, scaled_from_zero: 0,
+                    last_decision: { at: '2025-01-01T00:02:00.000Z', from: 2, to: 3, reason: 'ongoing 7.5 per 2 replicas > target 2' }
+                },
+                replicas: []
+            }, {
+                name: 'cold', status: 'SCALED_TO_ZERO', version: 'abc123def456', handler: 'tensor', model: { runtime: 'onnx', path: 'mlp.onnx' },
+                target_replicas: 0, running_replicas: 0, replicas_by_version: {}, queued_requests: 0,
+                traffic: { window_s: 60, requests: 0, requests_per_s: 0, errors_per_s: 0 },
+                autoscaling: { target_replicas: 0, pending_replicas: 0, ongoing_requests: 0, scaled_from_zero: 0 },
+                replicas: []
             }]
         }]
     };
@@ -298,7 +314,12 @@ t.test('status prints what /-/status answers', async (t) => {
     t.equal(table.code, 0);
     t.match(table.out, /^tsserve: READY \(since 2025-01-01T00:00:00\.000Z\)\n/);
     t.match(table.out, /\nconfig: \/srv\/serve.yaml \(version feedc0ffee12, 2 reload\(s\); last 2025-01-01T00:01:00.000Z by SIGHUP: invalid\)\n  ! applications\[0\].name: is required\n/);
-    t.match(table.out, /mlp \(\/mlp\) +model +RUNNING +1\/1 +0 +abc123def456/);
+    t.match(table.out, /mlp \(\/mlp\) +model +RUNNING +1\/1 +0 +120\.5 +3\.05ms +25ms +abc123def456/, 'rate and latency');
+    t.match(table.out, /mlp \(\/mlp\) +auto +RUNNING +2\/3 +5 +1\.5 +1\.3s +4\.0s +abc123def456/);
+    t.match(table.out, /mlp \(\/mlp\) +cold +SCALED_TO_ZERO +0\/0 +0 +0 +- +- +abc123def456/, 'no request: no latency');
+    t.match(table.out, /\nAUTOSCALING +TARGET +PENDING +ONGOING +LAST DECISION\nmlp\/auto +3 +1 +7\.5 +2025-01-01T00:02:00\.000Z: 2 -> 3 \(ongoing 7\.5 per 2 replicas > target 2\)\nmlp\/cold +0 +0 +0 +-\n/, 'the autoscalers');
+    const [app] = status.applications;
+    t.notMatch(render({ ...status, applications: [{ ...app, deployments: [app.deployments[0]] }] }), /AUTOSCALING/, 'without an autoscaler, no such table');
     t.match(table.out, /model#1 +RUNNING +42 +abc123def456 +0 +cpu/);
     t.strictSame(urls, ['http://127.0.0.2:9000/-/status', 'http://127.0.0.1:8000/-/status'], '--address, then the default');
 

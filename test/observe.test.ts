@@ -2,6 +2,8 @@
 // to end (the replica's line about a failed batch included), the access log, logging_config applied live without a
 // replica restart, JSON and TEXT encodings, and the admin key on /metrics. A real `tsserve up` over real HTTP.
 import t from 'tap';
+import { Traffic, windowS } from '../lib/traffic';
+import { LineBatch } from '../lib/log-batch';
 import fs from 'node:fs';
 import path from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
@@ -119,6 +121,43 @@ t.test('units: a request id, a record as TEXT, a process gone', async (t) => {
     t.equal(accessLogOn(false), false, 'a deployment\'s own switch');
 });
 
+t.test('units: a deployment\'s last minute of traffic', async (t) => {
+    const t0 = 1_000_000_000_000;
+    const traffic = new Traffic(t0);
+    t.strictSame(traffic.summary(t0), { window_s: 1, requests: 0, requests_per_s: 0, errors_per_s: 0 }, 'nothing yet: no percentile');
+    // 100 requests in the first 10 s: 98 of 2 ms, one of 40 µs, one of 1 h (past the last bucket); one 503 and one 400
+    for (let i = 0; i < 100; i++) {
+        traffic.record(i === 0 ? 0.04 : i === 99 ? 3_600_000 : 2, i === 1 ? 503 : i === 2 ? 400 : 200, t0 + i * 100);
+    }
+    const at10 = traffic.summary(t0 + 10_000);
+    t.match(at10, { window_s: 10, requests: 100, requests_per_s: 10, errors_per_s: 0.1 }, 'the rate over the 10 s it has run; only a 5xx is an error');
+    t.ok((at10.p50_ms as number) >= 2 && (at10.p50_ms as number) < 2.5, 'p50: the bucket above 2 ms, at most 25% above', at10);
+    t.ok((at10.p99_ms as number) >= 2 && (at10.p99_ms as number) < 2.5, 'p99 too: the 1 h request is the 100th', at10);
+    t.ok((traffic.summary(t0 + 30_000).p50_ms as number) < 2.5, 'the window is a minute: still there at 30 s');
+    traffic.record(10, 200, t0 + 75_000);
+    t.match(traffic.summary(t0 + 75_000), { window_s: 60, requests: 1, requests_per_s: 0.02, errors_per_s: 0 }, 'at 75 s: the first 10 s are out of it');
+    t.ok(traffic.summary(t0 + 75_000).p50_ms as number >= 10, 'and so are their latencies');
+    traffic.record(20, 200, t0 + 75_000 + windowS * 1000);
+    t.match(traffic.summary(t0 + 75_000 + windowS * 1000), { requests: 1 }, 'a slot a minute later is cleared before it counts again');
+});
+
+t.test('units: log lines leave in batches, at a size or after a wait, and at exit', async (t) => {
+    const chunks: string[] = [];
+    const batch = new LineBatch((c) => chunks.push(c), 10, 30);
+    batch.write('abcd\n');
+    t.strictSame(chunks, [], 'a line waits');
+    batch.write('efghi\n');
+    t.strictSame(chunks, ['abcd\nefghi\n'], 'and leaves with the next once they reach the size, in one chunk');
+    batch.write('j\n');
+    await new Promise((r) => setTimeout(r, 60));
+    t.strictSame(chunks, ['abcd\nefghi\n', 'j\n'], 'or after the wait');
+    batch.flush();
+    t.equal(chunks.length, 3 - 1, 'a flush with nothing waiting writes nothing');
+    batch.write('k\n');
+    batch.flush();
+    t.strictSame(chunks.at(-1), 'k\n', 'a flush writes what waits at once (at exit, say)');
+});
+
 t.test('/metrics is an admin route', async (t) => {
     t.equal((await fetch(`${s.url}/metrics`)).status, 401, 'no key: 401');
     t.equal((await fetch(`${s.url}/metrics`, { headers: { 'x-api-key': 'wrong' } })).status, 401, 'a wrong key: 401');
@@ -170,6 +209,9 @@ t.test('the families are there, and move by exactly what was sent', async (t) =>
     for (const own of ['tsserve_process_cpu_user_seconds_total', 'tsserve_process_resident_memory_bytes', 'tsserve_nodejs_eventloop_lag_seconds', 'tsserve_nodejs_heap_size_used_bytes']) {
         t.ok(after.has(own), `the front process's own: ${own}`);
     }
+    const traffic = (await status()).applications[0].deployments[0].traffic;
+    t.ok(traffic.requests >= 27 && traffic.requests_per_s > 0, 'status: the last minute\'s requests and rate', traffic);
+    t.ok((traffic.p50_ms as number) > 0 && (traffic.p99_ms as number) >= (traffic.p50_ms as number), 'and its latency percentiles', traffic);
     const reloads = (m: Map<string, Family>) => num(m, 'tsserve_config_reloads_total', { result: 'unchanged' });
     const mark = reloads(after);
     await fetch(`${s.url}/-/reload`, { method: 'POST', headers: admin });

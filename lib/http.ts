@@ -17,6 +17,7 @@ import { BodyDeadlines, closingAnswer } from './body-deadlines';
 import { requestId } from './request-id';
 import { countError, countRequest, inFlight, metrics, registry, watchSources } from './metrics';
 import { bytesIn, logAccess } from './access-log';
+import { oipRoutes, v2Prefix } from './oip';
 import type { Controller, Route } from './controller';
 import type { ConfigWatcher } from './watcher';
 import type { Status } from './status';
@@ -209,6 +210,11 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
         const id = request.app.requestId;
         if (Boom.isBoom(response)) {
             shape(response, id);
+            if (request.path.startsWith(v2Prefix)) {
+                // the Open Inference Protocol's error form, the code and the request id beside it
+                const { message, code, details, request_id } = response.output.payload as unknown as Record<string, unknown>;
+                response.output.payload = { error: message, code, ...(details !== undefined && { details }), request_id } as unknown as Boom.Payload;
+            }
             request.app.code = (response.output.payload as unknown as { code: string }).code;
             response.output.headers['x-request-id'] = id;
         }
@@ -240,6 +246,13 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
             bytesIn(request.raw.req.headers['content-length']), Number(res.getHeader('content-length') ?? 0), ms, request.app.queueMs, request.app.batchRows);
     });
 
+    /** what a body may be: its size, and its time (BodyDeadlines bounds it, not hapi) */
+    const bodyLimits: Hapi.RouteOptionsPayload = {
+        maxBytes: options.maxBytes, timeout: false,
+        failAction: (_request, _h, err) => {
+            throw payloadError(err as Boom.Boom, options.maxBytes);
+        }
+    };
     server.route([
         { method: 'GET', path: '/-/healthz', handler: () => ({ status: 'ok' }) },
         { method: 'GET', path: '/-/ready', handler: () => readiness(controller) },
@@ -272,18 +285,16 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 return h.response(fs.readFileSync(path.join(swaggerDir, file))).type(type).header('cache-control', 'public, max-age=86400');
             }
         },
+        ...oipRoutes(controller, options.requestTimeoutMs, bodyLimits, (request, route) => {
+            request.app.route = route;
+        }),
         {
             method: '*',
             path: '/{path*}',
             options: {
                 payload: {
-                    parse: true, output: 'data', maxBytes: options.maxBytes, multipart: { output: 'data' },
-                    allow: ['application/json', 'application/octet-stream', 'multipart/form-data'],
-                    // BodyDeadlines bounds the time a body takes
-                    timeout: false,
-                    failAction: (_request, _h, err) => {
-                        throw payloadError(err as Boom.Boom, options.maxBytes);
-                    }
+                    ...bodyLimits, parse: true, output: 'data', multipart: { output: 'data' },
+                    allow: ['application/json', 'application/octet-stream', 'multipart/form-data']
                 }
             },
             handler: async (request, h) => {

@@ -37,6 +37,9 @@ function models(controller: Controller): Map<string, Deployment> {
     return byName;
 }
 
+/** The names of the models V2 serves: the deployments of the tensor handler. */
+const v2Models = (controller: Controller): string[] => [...models(controller)].filter(([, d]) => d.config.handler === 'tensor').map(([name]) => name);
+
 /** The model a V2 path names (and its version, when it names one), among the deployments that take tensors. */
 function model(controller: Controller, name: string, version?: string): Deployment {
     const d = models(controller).get(name);
@@ -68,7 +71,20 @@ function flatten(value: unknown): { shape: number[]; data: unknown[] } {
 
 interface InferBody {
     id?: unknown;
-    outputs?: Array<{ name?: unknown }>;
+    /** the binary extension: every output as binary data, unless an output asks otherwise */
+    parameters?: { binary_data_output?: unknown };
+    outputs?: Array<{ name?: unknown; parameters?: { binary_data?: unknown } }>;
+}
+
+/** A tensor's elements as raw little-endian bytes (the binary extension's form). */
+function toBytes(data: unknown[], type: string): Buffer {
+    const d = dtypes[type];
+    const array = new d.ctor(data.length) as unknown as Array<number | bigint>;
+    data.forEach((v, i) => {
+        array[i] = d.bigint ? BigInt(v as number) : Number(v);
+    });
+    const { buffer, byteOffset, byteLength } = array as unknown as Uint8Array;
+    return Buffer.from(buffer, byteOffset, byteLength);
 }
 
 /** The routes; `route` marks a request as one for a deployment (its metrics, access log and traffic count it). */
@@ -93,15 +109,31 @@ export function oipRoutes(controller: Controller, requestTimeoutMs: number, payl
         }
         const answer = JSON.parse(await d.handle({ payload, headers: request.raw.req.headers, contentType: binary ? 'application/octet-stream' : 'application/json' }, requestTimeoutMs, request.raw.res, request.app)) as { outputs: Record<string, unknown> };
         const sig = d.signature;
-        const wanted = Array.isArray(body.outputs) ? body.outputs.map((o) => String(o?.name)) : Object.keys(answer.outputs);
-        const outputs = wanted.map((name) => {
+        const wanted = Array.isArray(body.outputs) ? body.outputs.map((o) => ({ name: String(o?.name), binary: o?.parameters?.binary_data }))
+            : Object.keys(answer.outputs).map((name) => ({ name, binary: undefined }));
+        const allBinary = body.parameters?.binary_data_output === true;
+        const chunks: Buffer[] = [];
+        const outputs = wanted.map(({ name, binary }) => {
             const info = sig?.outputs.find((o) => o.name === name);
             if (!info || !(name in answer.outputs)) {
                 throw fail('INVALID_BODY', `the model has no output ${JSON.stringify(clip(name))}; its outputs: ${Object.keys(answer.outputs).join(', ')}`);
             }
-            return { name, datatype: dtypes[info.type].oip, ...flatten(answer.outputs[name]) };
+            const { shape, data } = flatten(answer.outputs[name]);
+            const datatype = dtypes[info.type].oip;
+            if (binary === true || (binary === undefined && allBinary)) {
+                const bytes = toBytes(data, info.type);
+                chunks.push(bytes);
+                return { name, datatype, shape, parameters: { binary_data_size: bytes.length } };
+            }
+            return { name, datatype, shape, data };
         });
-        return h.response({ model_name: request.params.model, model_version: d.version, ...(body.id !== undefined && { id: body.id }), outputs });
+        const reply = { model_name: request.params.model, model_version: d.version, ...(body.id !== undefined && { id: body.id }), outputs };
+        if (!chunks.length) {
+            return h.response(reply);
+        }
+        // the binary extension: the JSON header, then each binary output's bytes in order
+        const header = Buffer.from(JSON.stringify(reply));
+        return h.response(Buffer.concat([header, ...chunks])).type('application/octet-stream').header('inference-header-content-length', String(header.length));
     };
     const metadata = (request: Hapi.Request) => {
         const d = model(controller, String(request.params.model), request.params.version as string | undefined);
@@ -120,7 +152,7 @@ export function oipRoutes(controller: Controller, requestTimeoutMs: number, payl
             method: 'GET', path: '/v2', handler: () => ({
                 name: 'tsserve', version: tsserveVersion,
                 extensions: ['binary_tensor_data'],
-                models: [...models(controller)].filter(([, d]) => d.config.handler === 'tensor').map(([name]) => name)
+                models: v2Models(controller)
             })
         },
         { method: 'GET', path: '/v2/health/live', handler: () => ({ live: true }) },
@@ -137,4 +169,57 @@ export function oipRoutes(controller: Controller, requestTimeoutMs: number, payl
         { method: 'POST', path: infer, options: { payload: { ...payload, parse: false, output: 'data' } }, handler },
         { method: 'POST', path: '/v2/models/{model}/versions/{version}/infer', options: { payload: { ...payload, parse: false, output: 'data' } }, handler }
     ];
+}
+
+const v2Tensor = {
+    type: 'object', required: ['name', 'shape', 'datatype'],
+    properties: {
+        name: { type: 'string' }, shape: { type: 'array', items: { type: 'integer' } },
+        datatype: { type: 'string', enum: Object.values(dtypes).map((d) => d.oip) },
+        parameters: { type: 'object', properties: { binary_data_size: { type: 'integer' }, binary_data: { type: 'boolean' } } },
+        data: { type: 'array', items: {}, description: 'the elements, flat (or nested), row-major' }
+    }
+};
+const v2Error = { description: 'An error: {"error": "..."}, with tsserve\'s code and the request id', content: { 'application/json': { schema: { type: 'object', required: ['error'], properties: { error: { type: 'string' }, code: { type: 'string' }, request_id: { type: 'string' } } } } } };
+const ok = (description: string, schema: Record<string, unknown> = { type: 'object' }) => ({ description, content: { 'application/json': { schema } } });
+
+/**
+ * The V2 routes as /openapi.json describes them: `{model}` names a deployment that speaks V2 (its description lists them).
+ * `keyed`: the inference routes need a key, as model routes do.
+ */
+export function oipPaths(controller: Controller, keyed: boolean): Record<string, Record<string, unknown>> {
+    const model = { name: 'model', in: 'path', required: true, schema: { type: 'string' }, description: `the model's name, one of: ${v2Models(controller).join(', ')}` };
+    const version = { name: 'version', in: 'path', required: true, schema: { type: 'string' }, description: 'the deployment\'s running version (as /-/status shows it)' };
+    const tags = ['Open Inference Protocol (V2)'];
+    const get = (summary: string, parameters: unknown[], description: string) => ({ get: { tags, summary, parameters, responses: { 200: ok(description), 404: v2Error, 503: v2Error } } });
+    const infer = (parameters: unknown[]) => ({
+        post: {
+            tags, summary: 'An inference, through the deployment\'s queue and batcher', parameters: [...parameters, {
+                name: 'Inference-Header-Content-Length', in: 'header', required: false, schema: { type: 'integer', minimum: 1 },
+                description: 'the binary extension: the length of the JSON header, which raw little-endian tensors follow'
+            }],
+            requestBody: {
+                required: true, content: {
+                    'application/json': { schema: { type: 'object', required: ['inputs'], properties: { id: { type: 'string' }, parameters: { type: 'object', properties: { binary_data_output: { type: 'boolean' } } }, inputs: { type: 'array', items: v2Tensor }, outputs: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, parameters: { type: 'object' } } } } } } },
+                    'application/octet-stream': { schema: { type: 'string', format: 'binary' } }
+                }
+            },
+            responses: {
+                200: { description: 'The outputs (binary ones after the JSON header when asked for)', content: { 'application/json': { schema: { type: 'object', properties: { model_name: { type: 'string' }, model_version: { type: 'string' }, id: { type: 'string' }, outputs: { type: 'array', items: v2Tensor } } } }, 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } },
+                400: v2Error, ...(keyed && { 401: v2Error }), 404: v2Error, 413: v2Error, 500: v2Error, 503: v2Error, 504: v2Error
+            },
+            ...(keyed && { security: [{ bearer: [] }, { apiKey: [] }] })
+        }
+    });
+    return {
+        '/v2': get('Server metadata', [], 'name, version, extensions and models'),
+        '/v2/health/live': get('Liveness', [], '{"live": true}'),
+        '/v2/health/ready': get('Readiness: every deployment has a replica running', [], '{"ready": true}'),
+        '/v2/models/{model}': get('Model metadata, from its signature', [model], 'name, versions, platform, inputs and outputs'),
+        '/v2/models/{model}/versions/{version}': get('Model metadata, from its signature', [model, version], 'name, versions, platform, inputs and outputs'),
+        '/v2/models/{model}/ready': get('Model readiness', [model], '{"name", "ready": true}'),
+        '/v2/models/{model}/versions/{version}/ready': get('Model readiness', [model, version], '{"name", "ready": true}'),
+        '/v2/models/{model}/infer': infer([model]),
+        '/v2/models/{model}/versions/{version}/infer': infer([model, version])
+    };
 }

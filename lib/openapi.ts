@@ -1,4 +1,5 @@
 // The OpenAPI 3 document, generated from the route table and each deployment's real model signature.
+import { oipPaths } from './oip';
 import { basename } from 'node:path';
 import type Joi from 'joi';
 import { catalogue } from './errors';
@@ -127,9 +128,9 @@ export function document(controller: Controller, serverUrl: string, keyed: boole
     }
     return {
         openapi: '3.0.3',
-        info: { title: 'tsserve', version, description: 'Model endpoints declared in serve.yaml. Admin routes live under /-/.' },
+        info: { title: 'tsserve', version, description: 'Model endpoints declared in serve.yaml, and the Open Inference Protocol (V2) for the deployments of the tensor handler. Admin routes live under /-/.' },
         servers: [{ url: serverUrl }],
-        paths,
+        paths: { ...paths, ...oipPaths(controller, keyed) },
         components: { schemas: { Error: errorSchema }, ...(keyed && { securitySchemes }) }
     };
 }

@@ -5,7 +5,7 @@ import t from 'tap';
 import http from 'node:http';
 import path from 'node:path';
 import fs from 'node:fs';
-import { fixtures, serve, until, type Served } from './helpers';
+import { fixtures, serve, until, validOpenApi, type Served } from './helpers';
 
 const dir = fixtures();
 const iris = path.join(__dirname, '..', 'examples', 'handlers', 'iris_handler.js');
@@ -30,6 +30,10 @@ applications:
     route_prefix: /cold
     deployments:
       - { name: model, model: { path: ./mlp.onnx }, autoscaling_config: { min_replicas: 0, max_replicas: 1 } }
+  - name: halves
+    route_prefix: /halves
+    deployments:
+      - { name: model, model: { path: ./halves.onnx } }
 `;
 
 t.before(async () => {
@@ -62,7 +66,7 @@ t.test('server metadata and health; a model that failed to load is not ready, no
     const meta = await s.get('/v2');
     t.equal(meta.status, 200);
     t.match(meta.body, { name: 'tsserve', version: String, extensions: ['binary_tensor_data'] });
-    t.strictSame(meta.body.models, ['mlp', 'duo.a', 'duo.ids', 'cold', 'broken'], 'an application\'s one deployment by its name, else application.deployment; only tensor handlers');
+    t.strictSame(meta.body.models, ['mlp', 'duo.a', 'duo.ids', 'cold', 'halves', 'broken'], 'an application\'s one deployment by its name, else application.deployment; only tensor handlers');
     const live = await s.get('/v2/health/live');
     t.strictSame([live.status, live.body], [200, { live: true }]);
     t.strictSame([(await s.get('/v2/health/ready')).status, (await s.get('/v2/health/ready')).body], [503, { ready: false }], 'not ready: a model failed');
@@ -70,7 +74,7 @@ t.test('server metadata and health; a model that failed to load is not ready, no
     fs.writeFileSync(path.join(dir, 'serve.yaml'), config);
     await until(async () => (await s.get('/v2/health/ready')).status === 200, { what: () => `ready once the broken model is gone:\n${s.output()}` });
     t.strictSame((await s.get('/v2/health/ready')).body, { ready: true });
-    t.strictSame((await s.get('/v2')).body.models, ['mlp', 'duo.a', 'duo.ids', 'cold'], 'and it is gone from the list');
+    t.strictSame((await s.get('/v2')).body.models, ['mlp', 'duo.a', 'duo.ids', 'cold', 'halves'], 'and it is gone from the list');
 });
 
 t.test('model metadata and readiness, by name and by version', async (t) => {
@@ -153,4 +157,42 @@ t.test('one queue: V2 requests batch with each other, and count in metrics under
     const batches = Number(/tsserve_deployment_inference_executions_total\{application="mlp",deployment="model"\} (\d+)/.exec(metrics)?.[1]);
     const inferences = Number(/tsserve_deployment_inferences_total\{application="mlp",deployment="model"\} (\d+)/.exec(metrics)?.[1]);
     t.ok(batches < inferences, 'fewer batches than requests: they were batched', { batches, inferences });
+});
+
+t.test('binary outputs: all of them, or each as asked; the JSON header first, then the bytes in order', async (t) => {
+    /** a binary answer's JSON header and the bytes after it */
+    const split = async (res: Response) => {
+        const bytes = Buffer.from(await res.arrayBuffer());
+        const n = Number(res.headers.get('inference-header-content-length'));
+        return { type: res.headers.get('content-type'), header: JSON.parse(bytes.subarray(0, n).toString()), rest: bytes.subarray(n) };
+    };
+    const x = { name: 'x', shape: [2, 2], datatype: 'FP32', data: [1, 2, 3, 4] };
+    const post = (body: unknown) => fetch(`${s.url}/v2/models/halves/infer`, { method: 'POST', body: JSON.stringify(body) });
+    const all = await split(await post({ inputs: [x], parameters: { binary_data_output: true } }));
+    t.equal(all.type, 'application/octet-stream');
+    t.strictSame(all.header.outputs, [
+        { name: 'left', datatype: 'FP32', shape: [2, 1], parameters: { binary_data_size: 8 } },
+        { name: 'right', datatype: 'FP32', shape: [2, 1], parameters: { binary_data_size: 8 } },
+        { name: 'shape', datatype: 'INT64', shape: [2], parameters: { binary_data_size: 16 } }
+    ]);
+    t.strictSame([...new Float32Array(all.rest.buffer.slice(all.rest.byteOffset, all.rest.byteOffset + 16))], [1, 3, 2, 4], 'left, then right, little-endian float32');
+    t.strictSame([...new BigInt64Array(all.rest.buffer.slice(all.rest.byteOffset + 16, all.rest.byteOffset + 32))], [2n, 2n], 'then shape, int64');
+    const mixed = await split(await post({ inputs: [x], parameters: { binary_data_output: true }, outputs: [{ name: 'left', parameters: { binary_data: false } }, { name: 'shape' }] }));
+    t.strictSame(mixed.header.outputs, [
+        { name: 'left', datatype: 'FP32', shape: [2, 1], data: [1, 3] },
+        { name: 'shape', datatype: 'INT64', shape: [2], parameters: { binary_data_size: 16 } }
+    ], 'an output\'s own binary_data: false wins over binary_data_output');
+    t.equal(mixed.rest.length, 16);
+    const one = await split(await post({ inputs: [x], outputs: [{ name: 'right', parameters: { binary_data: true } }] }));
+    t.strictSame(one.header.outputs, [{ name: 'right', datatype: 'FP32', shape: [2, 1], parameters: { binary_data_size: 8 } }], 'one output asked as binary');
+    t.strictSame([...new Float32Array(one.rest.buffer.slice(one.rest.byteOffset, one.rest.byteOffset + 8))], [2, 4]);
+});
+
+t.test('/openapi.json documents the V2 routes', async (t) => {
+    const doc = (await s.get('/openapi.json')).body;
+    await validOpenApi(t, doc);
+    for (const p of ['/v2', '/v2/health/live', '/v2/health/ready', '/v2/models/{model}', '/v2/models/{model}/ready', '/v2/models/{model}/infer', '/v2/models/{model}/versions/{version}/infer']) {
+        t.ok(doc.paths[p], p);
+    }
+    t.match(doc.paths['/v2/models/{model}/infer'].post.parameters[0].description, /one of: mlp, duo\.a, duo\.ids, cold, halves/);
 });

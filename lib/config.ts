@@ -1,4 +1,5 @@
 // Loads serve.yaml: parse (js-yaml), validate (schemas/serve), resolve paths, deep-freeze.
+import { modelName } from './oip';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -80,6 +81,12 @@ function crossCheck(config: ServeConfig): ConfigIssue[] {
             ...repeats(app.routes ?? [], (r) => `${r.method} ${r.path}`, (i) => ['applications', a, 'routes', i, 'path'], 'the route')
         ])
     ];
+    // Each deployment's name in the Open Inference Protocol (an explicit model_name, or the one made from the names),
+    // once the names themselves are unique: a repeated name is the error to fix first.
+    if (!issues.length) {
+        const deployments = apps.flatMap((app, a) => app.deployments.map((d, i) => ({ v2: modelName(app.name, d, app.deployments.length), at: ['applications', a, 'deployments', i, d.model_name === undefined ? 'name' : 'model_name'] })));
+        issues.push(...repeats(deployments, (d) => JSON.stringify(d.v2), (i) => deployments[i].at, 'the Open Inference Protocol model name'));
+    }
     const prefixes = new Set<string>();
     const urls = new Map<string, number>();
     apps.forEach((app, a) => {

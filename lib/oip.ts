@@ -1,6 +1,6 @@
 // The Open Inference Protocol (KServe V2), REST: /v2 routes for every deployment whose handler takes tensors (the
-// tensor handler). A deployment's model name is its application's name when the application has one deployment, else
-// `application.deployment`; its version is the deployment's running version. An inference goes through the
+// tensor handler). A deployment's model name is serve.yaml's model_name, else its application's name when the
+// application has one deployment, else `application.deployment`; its version is the deployment's running version. An inference goes through the
 // deployment's own queue and batcher, as a request to its application route does (the tensor handler parses the V2
 // request, JSON or binary); the front turns the answer into the protocol's. Errors are `{"error": "..."}`, with the
 // code and the request id beside it.
@@ -14,6 +14,14 @@ import type { TensorInfo } from './signature';
 
 /** where V2 routes start: an error answer there takes the protocol's form (lib/http.ts) */
 export const v2Prefix = '/v2';
+
+/**
+ * A deployment's model name: serve.yaml's `model_name`, else its application's name when the application has one
+ * deployment, else `application.deployment`. lib/config.ts refuses a config where two deployments' names are the same.
+ */
+export function modelName(app: string, deployment: { name: string; model_name?: string }, deploymentsOfApp: number): string {
+    return deployment.model_name ?? (deploymentsOfApp === 1 ? app : `${app}.${deployment.name}`);
+}
 
 /** The deployments by model name, for the config in force (worked out once per config). */
 const names = new WeakMap<object, Map<string, Deployment>>();
@@ -29,8 +37,7 @@ function models(controller: Controller): Map<string, Deployment> {
         byName = new Map();
         const deployments = [...controller.deployments.values()];
         for (const d of deployments) {
-            const alone = deployments.filter((o) => o.app === d.app).length === 1;
-            byName.set(alone ? d.app : `${d.app}.${d.config.name}`, d);
+            byName.set(modelName(d.app, d.config, deployments.filter((o) => o.app === d.app).length), d);
         }
         names.set(config, byName);
     }
@@ -184,11 +191,17 @@ const v2Error = { description: 'An error: {"error": "..."}, with tsserve\'s code
 const ok = (description: string, schema: Record<string, unknown> = { type: 'object' }) => ({ description, content: { 'application/json': { schema } } });
 
 /**
- * The V2 routes as /openapi.json describes them: `{model}` names a deployment that speaks V2 (its description lists them).
+ * The V2 routes as /openapi.json describes them, when a deployment speaks V2: `{model}` names one (its description
+ * lists them).
  * `keyed`: the inference routes need a key, as model routes do.
  */
 export function oipPaths(controller: Controller, keyed: boolean): Record<string, Record<string, unknown>> {
-    const model = { name: 'model', in: 'path', required: true, schema: { type: 'string' }, description: `the model's name, one of: ${v2Models(controller).join(', ')}` };
+    const names = v2Models(controller);
+    if (!names.length) {
+        // no deployment speaks V2: the document lists what is served, and nothing is
+        return {};
+    }
+    const model = { name: 'model', in: 'path', required: true, schema: { type: 'string' }, description: `the model's name, one of: ${names.join(', ')}` };
     const version = { name: 'version', in: 'path', required: true, schema: { type: 'string' }, description: 'the deployment\'s running version (as /-/status shows it)' };
     const tags = ['Open Inference Protocol (V2)'];
     const get = (summary: string, parameters: unknown[], description: string) => ({ get: { tags, summary, parameters, responses: { 200: ok(description), 404: v2Error, 503: v2Error } } });

@@ -92,6 +92,7 @@ export const deployment = Joi.object({
     handler: handler.default('tensor'),
     options: handlerOptions.description('the handler\'s options; see schemas/<handler>.ts'),
     ingress: Joi.boolean().default(false),
+    model_name: name.description('its name in the Open Inference Protocol (/v2/models/{model_name}); by default the application\'s name when the application has one deployment, else application.deployment'),
     model: model.required(),
     // Its default (1) is set below, where an autoscaling_config is known to be absent.
     num_replicas: Joi.number().integer().min(1).max(256).allow('auto').description('a fixed count, or auto (autoscaling with Ray\'s defaults for auto)'),
@@ -177,6 +178,8 @@ export interface DeploymentConfig {
     handler: HandlerName;
     options: Record<string, unknown>;
     ingress: boolean;
+    /** its name in the Open Inference Protocol, when set (lib/oip.ts, modelName) */
+    model_name?: string;
     model: ModelConfig;
     /** 'auto' exactly when autoscaling_config is set */
     num_replicas: number | 'auto';

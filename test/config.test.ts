@@ -314,6 +314,18 @@ t.test('a name, prefix or route that repeats names its field and the earlier ent
         { name: 'route_prefix unique against a default prefix', mutate: (d) => { d.applications.push({ name: 'other', route_prefix: '/app', deployments: [deployment('model')] }); }, path: 'applications[1].route_prefix', message: /^"\/app" is also the route_prefix of applications\[0\]$/ },
         { name: 'deployment names unique within an app', mutate: (d) => { app0(d).deployments.push(deployment('model')); app0(d).routes = [{ deployment: 'model' }]; }, path: 'applications[0].deployments[1].name', message: /^"model" is also the name of applications\[0\]\.deployments\[0\]$/ },
         { name: 'routes unique by path and method', mutate: (d) => { app0(d).routes = [{ deployment: 'model' }, { path: '/predict', method: 'post', deployment: 'model' }]; }, path: 'applications[0].routes[1].path', message: /^POST \/predict is also the route of applications\[0\]\.routes\[0\]$/ },
+        {
+            name: 'Open Inference Protocol model names unique: a model_name', mutate: (d) => { d.applications.push({ name: 'other', deployments: [{ ...deployment('model'), model_name: 'app' }] }); },
+            path: 'applications[1].deployments[0].model_name', message: /^"app" is also the Open Inference Protocol model name of applications\[0\]\.deployments\[0\]$/
+        },
+        {
+            name: 'Open Inference Protocol model names unique: made from the names', mutate: (d) => {
+                app0(d).deployments.push(deployment('b'));
+                app0(d).routes = [{ deployment: 'model' }];
+                d.applications.push({ name: 'app.b', deployments: [deployment('model')] });
+            },
+            path: 'applications[1].deployments[0].name', message: /^"app\.b" is also the Open Inference Protocol model name of applications\[0\]\.deployments\[1\]$/
+        },
     ];
     for (const rule of cases) {
         brokenAlone(t, rule);

@@ -16,12 +16,12 @@ max_cpus: 8
 applications:
   - name: mlp
     deployments:
-      - { name: model, model: { path: ./mlp.onnx }, batching: { max_batch_size: 8, batch_wait_timeout_s: 0.01 } }
+      - { name: model, model: { path: ./mlp.onnx }, batching: { max_batch_size: 8, batch_wait_timeout_s: 0.05 } }
   - name: duo
     route_prefix: /duo
     deployments:
       - { name: a, ingress: true, model: { path: ./mlp2.onnx } }
-      - { name: ids, model: { path: ./int.onnx } }
+      - { name: ids, model_name: ids, model: { path: ./int.onnx } }
   - name: iris
     route_prefix: /iris
     deployments:
@@ -66,7 +66,7 @@ t.test('server metadata and health; a model that failed to load is not ready, no
     const meta = await s.get('/v2');
     t.equal(meta.status, 200);
     t.match(meta.body, { name: 'tsserve', version: String, extensions: ['binary_tensor_data'] });
-    t.strictSame(meta.body.models, ['mlp', 'duo.a', 'duo.ids', 'cold', 'halves', 'broken'], 'an application\'s one deployment by its name, else application.deployment; only tensor handlers');
+    t.strictSame(meta.body.models, ['mlp', 'duo.a', 'ids', 'cold', 'halves', 'broken'], 'model_name, else an application\'s one deployment by its name, else application.deployment; only tensor handlers');
     const live = await s.get('/v2/health/live');
     t.strictSame([live.status, live.body], [200, { live: true }]);
     t.strictSame([(await s.get('/v2/health/ready')).status, (await s.get('/v2/health/ready')).body], [503, { ready: false }], 'not ready: a model failed');
@@ -74,7 +74,7 @@ t.test('server metadata and health; a model that failed to load is not ready, no
     fs.writeFileSync(path.join(dir, 'serve.yaml'), config);
     await until(async () => (await s.get('/v2/health/ready')).status === 200, { what: () => `ready once the broken model is gone:\n${s.output()}` });
     t.strictSame((await s.get('/v2/health/ready')).body, { ready: true });
-    t.strictSame((await s.get('/v2')).body.models, ['mlp', 'duo.a', 'duo.ids', 'cold', 'halves'], 'and it is gone from the list');
+    t.strictSame((await s.get('/v2')).body.models, ['mlp', 'duo.a', 'ids', 'cold', 'halves'], 'and it is gone from the list');
 });
 
 t.test('model metadata and readiness, by name and by version', async (t) => {
@@ -86,7 +86,7 @@ t.test('model metadata and readiness, by name and by version', async (t) => {
         inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 3] }]
     }, 'from the model\'s own signature: a symbolic dimension is -1');
     t.strictSame((await s.get(`/v2/models/mlp/versions/${version}`)).body, meta.body, 'the running version');
-    t.match((await s.get('/v2/models/duo.ids')).body, { inputs: [{ name: 'ids', datatype: 'INT64', shape: [-1, 3] }] });
+    t.match((await s.get('/v2/models/ids')).body, { inputs: [{ name: 'ids', datatype: 'INT64', shape: [-1, 3] }] });
     t.strictSame((await s.get('/v2/models/mlp/ready')).body, { name: 'mlp', ready: true });
     t.equal((await s.get(`/v2/models/mlp/versions/${version}/ready`)).status, 200);
     const old = await s.get('/v2/models/mlp/versions/000000000000');
@@ -115,7 +115,7 @@ t.test('inference: JSON, the same answer as the application route, with the id e
     const byVersion = await raw(`/v2/models/mlp/versions/${version}/infer`, v2({ outputs: [{ name: 'y' }] }));
     t.strictSame(byVersion.body.outputs[0].data, y.flat(), 'by version, the output asked for');
     t.notOk('id' in byVersion.body, 'no id sent, none echoed');
-    const ids = await raw('/v2/models/duo.ids/infer', JSON.stringify({ inputs: [{ name: 'ids', shape: [1, 3], datatype: 'INT64', data: [1, 2, 39] }] }));
+    const ids = await raw('/v2/models/ids/infer', JSON.stringify({ inputs: [{ name: 'ids', shape: [1, 3], datatype: 'INT64', data: [1, 2, 39] }] }));
     t.strictSame(ids.body.outputs, [{ name: 'total', datatype: 'FP32', shape: [1, 1], data: [42] }], 'another model of an application of two');
     const woken = await raw('/v2/models/cold/infer', v2());
     t.equal(woken.status, 200, 'a model scaled to zero is woken, as on its route');
@@ -150,13 +150,16 @@ t.test('errors, in the protocol\'s form', async (t) => {
 });
 
 t.test('one queue: V2 requests batch with each other, and count in metrics under their route', async (t) => {
-    const answers = await Promise.all(Array.from({ length: 16 }, () => raw('/v2/models/mlp/infer', v2())));
-    t.same(answers.map((a) => a.status), Array(16).fill(200));
+    const count = (metrics: string, name: string) => Number(new RegExp(`${name}\\{application="mlp",deployment="model"\\} (\\d+)`).exec(metrics)?.[1]);
+    const before = await (await fetch(`${s.url}/metrics`)).text();
+    const answers = await Promise.all(Array.from({ length: 24 }, () => raw('/v2/models/mlp/infer', v2())));
+    t.same(answers.map((a) => a.status), Array(24).fill(200));
     const metrics = await (await fetch(`${s.url}/metrics`)).text();
     t.match(metrics, /tsserve_http_requests_total\{route="\/v2\/models\/\{model\}\/infer",method="POST",status_code="200"\} \d+/, 'the route as declared, not the model\'s name');
-    const batches = Number(/tsserve_deployment_inference_executions_total\{application="mlp",deployment="model"\} (\d+)/.exec(metrics)?.[1]);
-    const inferences = Number(/tsserve_deployment_inferences_total\{application="mlp",deployment="model"\} (\d+)/.exec(metrics)?.[1]);
-    t.ok(batches < inferences, 'fewer batches than requests: they were batched', { batches, inferences });
+    const batches = count(metrics, 'tsserve_deployment_inference_executions_total') - count(before, 'tsserve_deployment_inference_executions_total');
+    const inferences = count(metrics, 'tsserve_deployment_inferences_total') - count(before, 'tsserve_deployment_inferences_total');
+    t.equal(inferences, 24, 'each one an inference of the deployment');
+    t.ok(batches < inferences, 'in fewer batches: they were batched', { batches, inferences });
 });
 
 t.test('binary outputs: all of them, or each as asked; the JSON header first, then the bytes in order', async (t) => {
@@ -194,5 +197,5 @@ t.test('/openapi.json documents the V2 routes', async (t) => {
     for (const p of ['/v2', '/v2/health/live', '/v2/health/ready', '/v2/models/{model}', '/v2/models/{model}/ready', '/v2/models/{model}/infer', '/v2/models/{model}/versions/{version}/infer']) {
         t.ok(doc.paths[p], p);
     }
-    t.match(doc.paths['/v2/models/{model}/infer'].post.parameters[0].description, /one of: mlp, duo\.a, duo\.ids, cold, halves/);
+    t.match(doc.paths['/v2/models/{model}/infer'].post.parameters[0].description, /one of: mlp, duo\.a, ids, cold, halves/);
 });

@@ -1,9 +1,9 @@
 // The Open Inference Protocol (KServe V2), REST: /v2 routes for every deployment whose handler takes tensors (the
 // tensor handler). A deployment's model name is serve.yaml's model_name, else its application's name when the
-// application has one deployment, else `application.deployment`; its version is the deployment's running version. An inference goes through the
-// deployment's own queue and batcher, as a request to its application route does (the tensor handler parses the V2
-// request, JSON or binary); the front turns the answer into the protocol's. Errors are `{"error": "..."}`, with the
-// code and the request id beside it.
+// application has one deployment, else `application.deployment`; its version is the deployment's running version.
+// An inference goes through the deployment's own queue and batcher, as a request to its application route does (the
+// tensor handler parses the V2 request, JSON or binary); the front turns the answer into the protocol's. Errors are
+// `{"error": "..."}`, with the code and the request id beside it.
 import type Hapi from '@hapi/hapi';
 import { clip, fail } from './errors';
 import { dtypes } from './tensor';

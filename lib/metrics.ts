@@ -112,39 +112,31 @@ const errorChildren = new Map<string, Map<string, Map<string, client.Counter.Int
  * path the client sent), `seconds` its time from arrival to answer.
  */
 export function countRequest(route: string, method: string, status: number, seconds: number): void {
-    let byMethod = byRoute.get(route);
-    if (!byMethod) {
-        byRoute.set(route, byMethod = new Map());
-    }
-    let byStatus = byMethod.get(method);
-    if (!byStatus) {
-        byMethod.set(method, byStatus = new Map());
-    }
-    let c = byStatus.get(status);
-    if (!c) {
+    const c = made(made(made(byRoute, route, newMap), method, newMap), status, () => {
         const labels = { route, method, status_code: String(status) };
-        byStatus.set(status, c = { requests: httpRequests.labels(labels), duration: httpDuration.labels(labels) });
-    }
+        return { requests: httpRequests.labels(labels), duration: httpDuration.labels(labels) };
+    });
     c.requests.inc();
     c.duration.observe(seconds);
 }
 
 /** Counts a request to a deployment answered with an error code. */
 export function countError(application: string, deployment: string, code: string): void {
-    let c = errorChildren.get(application)?.get(deployment)?.get(code);
-    if (!c) {
-        let byDep = errorChildren.get(application);
-        if (!byDep) {
-            errorChildren.set(application, byDep = new Map());
-        }
-        let byCode = byDep.get(deployment);
-        if (!byCode) {
-            byDep.set(deployment, byCode = new Map());
-        }
-        byCode.set(code, c = errors.labels({ application, deployment, code }));
-    }
-    c.inc();
+    made(made(made(errorChildren, application, newMap), deployment, newMap), code, () => errors.labels({ application, deployment, code })).inc();
 }
+
+/** The value at `key`, made by `make` the first time it is asked for: label children are looked up, not made, per request. */
+function made<K, V>(map: Map<K, V>, key: K, make: () => V): V {
+    let v = map.get(key);
+    if (v === undefined) {
+        map.set(key, v = make());
+    }
+    return v;
+}
+
+/** a map for the next level of labels (any: each level's types come from the map it goes into) */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const newMap = (): Map<any, any> => new Map();
 
 /** Counts a config reload by its result. */
 export function countReload(result: string): void {

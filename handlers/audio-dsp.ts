@@ -1,5 +1,7 @@
 // Pure audio signal processing for the audio handler (and its training script, so that training and serving compute
-// the very same features): WAV decoding to floats, mixdown, resampling, padding, and the log-mel spectrogram.
+// the very same features): WAV decoding to floats, mixdown, resampling, padding, the power spectrum, and the log-mel
+// spectrogram of tsserve's own extractor (tsserve.LogMel). The extractors of Hugging Face's models build on the
+// same pieces in audio-whisper.ts, audio-kaldi.ts and audio-wav2vec2.ts, each with its own conventions.
 //
 // Conventions, for anyone matching them elsewhere:
 // - Samples are floats: PCM is divided by 2^(bits-1) (8-bit PCM is unsigned: (v - 128) / 128), float stays as is.
@@ -376,11 +378,36 @@ export interface LogMelOptions {
     logOffset: number;
 }
 
+/** A filter of a bank, stored sparsely: its first nonzero bin and its weights from there to its last nonzero one. */
+export interface Band {
+    from: number;
+    weights: Float64Array;
+}
+
+/** A filter bank (one row of weights per filter over the spectrum's bins) as bands. A filter narrower than one bin
+ * catches none: it stays zero. */
+export function bandsOf(filters: Float64Array[]): Band[] {
+    return filters.map((w) => {
+        const from = w.findIndex((v) => v > 0);
+        const to = w.length - [...w].reverse().findIndex((v) => v > 0);
+        return from < 0 ? { from: 0, weights: new Float64Array(0) } : { from, weights: w.subarray(from, to) };
+    });
+}
+
+/** A band's weighted sum of a power spectrum. */
+export function bandSum({ from, weights }: Band, power: Float64Array): number {
+    let sum = 0;
+    for (let k = 0; k < weights.length; k++) {
+        sum += weights[k] * power[from + k];
+    }
+    return sum;
+}
+
 interface MelPlan {
     window: Float64Array;
     spectrum: PowerSpectrum;
-    /** per mel band: its first nonzero bin and its weights from there */
-    bands: Array<{ from: number; weights: Float64Array }>;
+    /** per mel band, its weights */
+    bands: Band[];
 }
 
 const melPlans = new Map<string, MelPlan>();
@@ -389,13 +416,7 @@ function melPlan({ rate, nFft, nMels }: LogMelOptions): MelPlan {
     const key = `${rate}:${nFft}:${nMels}`;
     let plan = melPlans.get(key);
     if (!plan) {
-        const bands = melFilterbank(nMels, nFft, rate).map((w) => {
-            const from = w.findIndex((v) => v > 0);
-            const to = w.length - [...w].reverse().findIndex((v) => v > 0);
-            // A band narrower than one bin catches none: it stays zero.
-            return from < 0 ? { from: 0, weights: new Float64Array(0) } : { from, weights: w.subarray(from, to) };
-        });
-        plan = { window: hann(nFft), spectrum: new PowerSpectrum(nFft), bands };
+        plan = { window: hann(nFft), spectrum: new PowerSpectrum(nFft), bands: bandsOf(melFilterbank(nMels, nFft, rate)) };
         if (melPlans.size >= 8) {
             melPlans.delete(melPlans.keys().next().value as string);
         }
@@ -419,12 +440,7 @@ export function logMel(x: Float32Array, options: LogMelOptions): { data: Float32
         }
         spectrum.compute(frame, power);
         for (let m = 0; m < nMels; m++) {
-            const { from, weights } = bands[m];
-            let sum = 0;
-            for (let k = 0; k < weights.length; k++) {
-                sum += weights[k] * power[from + k];
-            }
-            data[f * nMels + m] = Math.log(sum + logOffset);
+            data[f * nMels + m] = Math.log(bandSum(bands[m], power) + logOffset);
         }
     }
     return { data, frames };

@@ -1,11 +1,17 @@
 // The audio handler: WAV files in (raw body, multipart files or base64 in JSON), mixed down to mono, resampled to the
-// model's rate, padded or trimmed, turned into the model's features (waveform or log-mel), and classified (top-k
-// labels) or returned raw. The DSP lives in audio-dsp.ts, shared with the example model's training script.
+// model's rate, padded or trimmed, turned into the model's features, and classified (top-k labels) or returned raw.
 //
-// Batching: audio of a fixed length (length_s, or a model input of fixed size) batches freely. Variable-length audio
-// batches freely too when the model takes an `attention_mask` (rows are padded to the batch's longest and the mask
-// says which steps are real); without one, padding would change the answers, so each request runs in a batch of its
-// own and the audios of one request must have the same length.
+// The features are those of the extractor the model folder's preprocessor_config.json names in
+// `feature_extractor_type`: Hugging Face's WhisperFeatureExtractor (audio-whisper.ts), ASTFeatureExtractor
+// (audio-kaldi.ts) or Wav2Vec2FeatureExtractor (audio-wav2vec2.ts), each set by that file's own fields; or tsserve's
+// own, tsserve.LogMel, also taken when the file names none: the waveform or a log-mel spectrogram (audio-dsp.ts,
+// shared with the example model's training script) as the options and the model's input shape say. Any other type is
+// an error that names it: the model does not load.
+//
+// Batching: audio of a fixed length (length_s, a model input of fixed size, Whisper's chunk_length, AST's max_length)
+// batches freely. Variable-length audio batches freely too when the model takes an `attention_mask` (rows are padded
+// to the batch's longest and the mask says which steps are real); without one, padding would change the answers, so
+// each request runs in a batch of its own and the audios of one request must have the same length.
 import Joi from 'joi';
 import { WaveFile } from 'wavefile';
 import { fail } from '../lib/errors';
@@ -13,7 +19,11 @@ import { dtype } from '../lib/tensor';
 import { audio as audioSchema, fallbacks, type AudioOptions } from '../schemas/audio';
 import { classificationSchema, classifications, outputOf } from './classify';
 import { checkCap, perRequest, perRequestSchema, rawAnswers, rawSchema } from './items';
-import { decodeWav, fitLength, frameCount, logMel, mixdown, resample, samplesForFrames, samplesNeeded, type LogMelOptions } from './audio-dsp';
+import { decodeWav, fitLength, frameCount, logMel, mixdown, resample, samplesForFrames, samplesNeeded } from './audio-dsp';
+import type { Extractor, ExtractorType, Row } from './audio-extractor';
+import { whisperExtractor } from './audio-whisper';
+import { astExtractor } from './audio-kaldi';
+import { wav2vec2Extractor } from './audio-wav2vec2';
 import type { Feeds } from '../lib/tensor';
 import { fixedBatch, type Signature, type TensorInfo } from '../lib/signature';
 import type { Handler, HandlerContext, HandlerFactory, RequestIn } from '../lib/handler';
@@ -28,18 +38,46 @@ interface Item {
     list: boolean;
 }
 
-/** How this deployment turns audio into the model's feeds, from its options and the model's signature. */
+/** tsserve's own feature extractor: the options (and preprocessor_config.json's fields of the same names) set it. */
+const ownType = 'tsserve.LogMel';
+
+/** The feature_extractor_type values of Hugging Face's that the handler applies, by name. */
+const extractorTypes: Record<string, ExtractorType> = {
+    WhisperFeatureExtractor: whisperExtractor,
+    ASTFeatureExtractor: astExtractor,
+    Wav2Vec2FeatureExtractor: wav2vec2Extractor
+};
+
+/** The options that set tsserve.LogMel: another extractor reads its settings from preprocessor_config.json alone. */
+const ownOptions = ['sampling_rate', 'length_s', 'features', 'n_fft', 'hop_length', 'n_mels', 'log_offset'] as const;
+
+/** The handler's options, and the extractor preprocessor_config.json names (none: tsserve.LogMel). */
+interface Setup {
+    options: AudioOptions;
+    extractor?: { type: string; made: Extractor };
+}
+
+/** How this deployment turns audio into the model's feeds, from its options and extractor and the model's signature. */
 interface Layout {
     options: AudioOptions;
     rate: number;
-    features: 'waveform' | 'log_mel';
-    mel: LogMelOptions;
-    /** samples every audio is padded or trimmed to; undefined: variable */
-    length?: number;
     input: TensorInfo;
     mask?: TensorInfo;
-    /** log_mel input [batch, n_mels, frames] rather than [batch, frames, n_mels] */
+    /** samples every audio is padded (with zeros) or trimmed to; undefined: its own length */
+    length?: number;
+    /** samples an audio is trimmed to but not padded to: all its extractor reads */
+    limit?: number;
+    /** every audio makes as many steps: audios batch freely */
+    fixed: boolean;
+    /** values per step: the input is [batch, steps] when it is the waveform, else [batch, steps, width] */
+    width: number;
+    unit: 'samples' | 'frames';
+    /** input [batch, width, steps] rather than [batch, steps, width] */
     melsFirst: boolean;
+    /** the value that pads a batch's shorter rows */
+    padValue: number;
+    /** one audio's row of features (see Extractor.extract) */
+    extract(x: Float32Array, real: number): Row;
 }
 
 /** Media types taken as a raw WAV body. */
@@ -49,6 +87,35 @@ const maxRate = 384000;
 
 const showDims = (dims: ReadonlyArray<number | string>): string => `[${dims.join(', ')}]`;
 const fixed = (d: number | string | undefined): number | undefined => typeof d === 'number' && d > 0 ? d : undefined;
+
+/** The extractor preprocessor_config.json names, set up from its fields; and the options. Throws what does not fit. */
+function resolve(ctx: HandlerContext): Setup {
+    const pre = ctx.model.preprocessor ?? {};
+    const type = pre.feature_extractor_type;
+    if (type === undefined || type === ownType) {
+        return { options: resolveOptions(ctx) };
+    }
+    const where = `preprocessor_config.json of ${ctx.model.dir}`;
+    const known = Object.hasOwn(extractorTypes, type as string) ? extractorTypes[type as string] : undefined;
+    if (!known) {
+        throw new Error(`${where}: feature_extractor_type ${JSON.stringify(type)} is not one the audio handler applies (it applies ${[ownType, ...Object.keys(extractorTypes)].join(', ')})`);
+    }
+    const options = ctx.options as unknown as AudioOptions;
+    const own = ownOptions.filter((k) => options[k] !== undefined);
+    if (own.length) {
+        throw new Error(`options ${own.join(', ')} set tsserve.LogMel's features; ${type} (${where}) takes its settings from that file`);
+    }
+    const { error, value } = known.fields.validate(pre);
+    if (error) {
+        throw new Error(`${where} (${type}): ${error.message}`);
+    }
+    try {
+        return { options, extractor: { type: type as string, made: known.make(value) } };
+    }
+    catch (err) {
+        throw new Error(`${where} (${type}): ${(err as Error).message}`);
+    }
+}
 
 /** serve.yaml's options over preprocessor_config.json's (same names; feature_size > 1 is n_mels), checked by the schema. */
 function resolveOptions(ctx: HandlerContext): AudioOptions {
@@ -69,7 +136,29 @@ function resolveOptions(ctx: HandlerContext): AudioOptions {
     return value as AudioOptions;
 }
 
-function layout(options: AudioOptions, sig: Signature): Layout {
+/** A Hugging Face extractor's features fitted to the model's input: the dims must agree with what its fields say. */
+function extractorLayout(options: AudioOptions, { type, made: ex }: NonNullable<Setup['extractor']>, input: TensorInfo, mask: TensorInfo | undefined): Layout {
+    const base = { options, rate: ex.rate, input, mask, extract: ex.extract };
+    if (ex.kind === 'waveform') {
+        if (input.dims.length !== 2) {
+            throw new Error(`${type} feeds input "${input.name}" as [batch, samples], but the model takes ${showDims(input.dims)}`);
+        }
+        const length = fixed(input.dims[1]);
+        return { ...base, length, fixed: length !== undefined, width: 1, unit: 'samples', melsFirst: false, padValue: ex.padValue };
+    }
+    // The dim that equals the width holds it; when neither does, or both, the layout is the extractor's own.
+    const [, a, b] = input.dims;
+    const widthFirst = fixed(a) === ex.width && fixed(b) !== ex.width ? true
+        : fixed(b) === ex.width && fixed(a) !== ex.width ? false : ex.widthFirst;
+    const [w, s] = widthFirst ? [a, b] : [b, a];
+    if (input.dims.length !== 3 || (fixed(w) ?? ex.width) !== ex.width || (fixed(s) ?? ex.steps) !== ex.steps) {
+        const makes = widthFirst ? [ex.width, ex.steps] : [ex.steps, ex.width];
+        throw new Error(`${type} makes features [batch, ${makes.join(', ')}] (as its preprocessor_config.json says), but input "${input.name}" is ${showDims(input.dims)}`);
+    }
+    return { ...base, limit: ex.limit, fixed: true, width: ex.width, unit: 'frames', melsFirst: widthFirst, padValue: 0 };
+}
+
+function layout({ options, extractor }: Setup, sig: Signature): Layout {
     const input = sig.inputs.find((i) => i.name !== 'attention_mask');
     const mask = sig.inputs.find((i) => i.name === 'attention_mask');
     const names = sig.inputs.map((i) => `"${i.name}" ${showDims(i.dims)}`).join(', ');
@@ -81,6 +170,9 @@ function layout(options: AudioOptions, sig: Signature): Layout {
     }
     if (mask && mask.dims.length !== 2) {
         throw new Error(`attention_mask must be [batch, steps]; this model's is ${showDims(mask.dims)}`);
+    }
+    if (extractor) {
+        return extractorLayout(options, extractor, input, mask);
     }
     const features = options.features ?? (input.dims.length === 3 ? 'log_mel' : 'waveform');
     const rate = options.sampling_rate ?? fallbacks.sampling_rate;
@@ -115,10 +207,18 @@ function layout(options: AudioOptions, sig: Signature): Layout {
     if (asked !== undefined && fixedSteps !== undefined && (features === 'log_mel' ? frameCount(asked, nFft, hop) : asked) !== fixedSteps) {
         throw new Error(`length_s: ${options.length_s} makes ${asked} samples at ${rate} Hz, but input "${input.name}" ${showDims(input.dims)} takes ${fixedSteps} ${features === 'log_mel' ? 'frames' : 'samples'}`);
     }
+    const length = asked ?? modelLength;
+    const base = { options, rate, input, mask, length, fixed: length !== undefined, melsFirst, padValue: 0 };
+    if (features === 'waveform') {
+        return { ...base, width: 1, unit: 'samples', extract: (x, real) => ({ steps: x.length, real, data: x }) };
+    }
+    const mel = { rate, nFft, hop, nMels, logOffset: options.log_offset ?? fallbacks.log_offset };
     return {
-        options, rate, features, input, mask, melsFirst,
-        mel: { rate, nFft, hop, nMels, logOffset: options.log_offset ?? fallbacks.log_offset },
-        length: asked ?? modelLength
+        ...base, width: nMels, unit: 'frames',
+        extract: (x, real) => {
+            const { data, frames } = logMel(x, mel);
+            return { steps: frames, real: Math.min(frames, frameCount(real, nFft, hop)), data };
+        }
     };
 }
 
@@ -177,10 +277,12 @@ function samplesOf(audio: Audio, l: Layout): { x: Float32Array; real: number } {
     if (!x.length) {
         throw new Error('the WAV file holds no samples');
     }
-    if (l.length !== undefined) {
-        // Only what the kept length needs is resampled.
-        const real = Math.min(l.length, Math.ceil(x.length * l.rate / rate));
-        return { x: fitLength(resample(x.subarray(0, samplesNeeded(l.length, rate, l.rate)), rate, l.rate), l.length), real };
+    const keep = l.length ?? l.limit;
+    if (keep !== undefined) {
+        // Only what the kept length needs is resampled; a limit trims, a length pads too.
+        const real = Math.min(keep, Math.ceil(x.length * l.rate / rate));
+        const y = resample(x.subarray(0, samplesNeeded(keep, rate, l.rate)), rate, l.rate);
+        return { x: l.length === undefined ? y.subarray(0, real) : fitLength(y, l.length), real };
     }
     if (x.length / rate > l.options.max_length_s) {
         throw new Error(`it lasts ${(x.length / rate).toFixed(1)} s; this deployment takes at most ${l.options.max_length_s} s (max_length_s)`);
@@ -190,12 +292,13 @@ function samplesOf(audio: Audio, l: Layout): { x: Float32Array; real: number } {
 }
 
 export const audio: HandlerFactory<Item> = (ctx) => {
-    const options = resolveOptions(ctx);
+    const setup = resolve(ctx);
+    const { options } = setup;
     let topK = options.top_k;
     let memo: { sig: Signature; layout: Layout } | undefined;
     const layoutOf = (sig: Signature): Layout => {
         if (memo?.sig !== sig) {
-            memo = { sig, layout: layout(options, sig) };
+            memo = { sig, layout: layout(setup, sig) };
         }
         return memo.layout;
     };
@@ -234,7 +337,7 @@ export const audio: HandlerFactory<Item> = (ctx) => {
             const item = itemOf(req);
             checkCap(sig, item.audios.length, 'audio');
             const l = layoutOf(sig);
-            const key = l.length !== undefined || l.mask ? '' : `solo:${++solo}`;
+            const key = l.fixed || l.mask ? '' : `solo:${++solo}`;
             return { rows: item.audios.length, key, item };
         },
 
@@ -248,8 +351,8 @@ export const audio: HandlerFactory<Item> = (ctx) => {
         preprocess(items, sig) {
             const l = layoutOf(sig);
             // Per audio: its steps (samples or frames), those of them that are not padding, and its row of features,
-            // [steps] or [steps, n_mels].
-            const rows: Array<{ steps: number; real: number; data: Float32Array }> = [];
+            // [steps] or [steps, width].
+            const rows: Row[] = [];
             for (const item of items) {
                 item.audios.forEach((a, i) => {
                     let x: Float32Array;
@@ -260,23 +363,18 @@ export const audio: HandlerFactory<Item> = (ctx) => {
                     catch (err) {
                         throw fail('INVALID_MEDIA', `${item.audios.length > 1 ? `audio ${i + 1}: ` : ''}${(err as Error).message}`);
                     }
-                    if (l.features === 'waveform') {
-                        rows.push({ steps: x.length, real, data: x });
-                    }
-                    else {
-                        const { data, frames } = logMel(x, l.mel);
-                        rows.push({ steps: frames, real: Math.min(frames, frameCount(real, l.mel.nFft, l.mel.hop)), data });
-                    }
+                    rows.push(l.extract(x, real));
                 });
             }
             const steps = Math.max(...rows.map((r) => r.steps));
             if (!l.mask && rows.some((r) => r.steps !== steps)) {
-                throw fail('INVALID_BODY', `this model takes audio of any length but no attention_mask, so the audios of one request must be equally long at ${l.rate} Hz (these make ${rows.map((r) => r.steps).join(', ')} ${l.features === 'log_mel' ? 'frames' : 'samples'}); send them in separate requests`);
+                throw fail('INVALID_BODY', `this model takes audio of any length but no attention_mask, so the audios of one request must be equally long at ${l.rate} Hz (these make ${rows.map((r) => r.steps).join(', ')} ${l.unit}); send them in separate requests`);
             }
             const batch = Math.max(rows.length, fixedBatch(sig) ?? 0);
-            const width = l.features === 'log_mel' ? l.mel.nMels : 1;
-            // Padding (shorter rows, and the rows a fixed batch size adds) is zeros, masked out by attention_mask.
-            const data = new Float32Array(batch * steps * width);
+            const width = l.width;
+            // Padding (shorter rows, and the rows a fixed batch size adds) is zeros (or the extractor's padding value),
+            // masked out by attention_mask.
+            const data = new Float32Array(batch * steps * width).fill(l.padValue);
             rows.forEach((r, i) => {
                 if (!l.melsFirst) {
                     data.set(r.data, i * steps * width);
@@ -288,7 +386,7 @@ export const audio: HandlerFactory<Item> = (ctx) => {
                     }
                 }
             });
-            const dims = l.features === 'waveform' ? [batch, steps] : l.melsFirst ? [batch, width, steps] : [batch, steps, width];
+            const dims = l.input.dims.length === 2 ? [batch, steps] : l.melsFirst ? [batch, width, steps] : [batch, steps, width];
             const feeds: Feeds = { [l.input.name]: { type: 'float32', data, dims } };
             if (l.mask) {
                 const d = dtype(l.mask.type, l.mask.name);

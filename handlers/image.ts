@@ -3,9 +3,11 @@
 //
 // The front process only collects the bytes and checks their magic numbers; decoding (sharp/libvips), resizing and
 // normalising run in the replica. Per image: EXIF orientation applied, the first frame of an animation, transparency
-// composited onto white (as Hugging Face's convert_rgb does), resized (crop / letterbox / stretch), then each pixel
-// value v (0-255) becomes (v * rescale_factor - mean[c]) / std[c]. Grayscale is ITU-R 601 luma
-// (0.299 R + 0.587 G + 0.114 B, PIL's "L"). Letterbox padding is black (v = 0) before normalising.
+// composited onto white (as Hugging Face's convert_rgb does), resized as the model folder's preprocessor_config.json
+// says (as transformers' ViT, ConvNeXt and CLIP processors do) or as options say (crop / letterbox / stretch / none),
+// centre-cropped, then each pixel value v (0-255) becomes (v * rescale_factor - mean[c]) / std[c]. Grayscale is
+// ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B, PIL's "L"). Padding (letterbox borders, a crop larger than the image)
+// takes pad_value, black by default, before normalising.
 import Joi from 'joi';
 import sharp from 'sharp';
 import { fail } from '../lib/errors';
@@ -17,6 +19,7 @@ import type { ModelFiles } from '../lib/model-files';
 import type { Handler, HandlerFactory, RequestIn } from '../lib/handler';
 import { base64Text, binary, collect, fileBodies } from './media';
 import type { ImageOptions, Resample } from '../schemas/image';
+import { pillowResize } from './resample';
 
 /** One request: the bytes of its images, and whether it sent a list (then its body is `{results: [...]}`). */
 export interface ImageItem {
@@ -31,14 +34,21 @@ export interface Plan {
     channels: 1 | 3;
     height: number;
     width: number;
-    /** crop: the short side is resized to at least this first (size.shortest_edge with crop_size); 0 when unset */
+    /**
+     * crop: the short side is resized to this first (size.shortest_edge, or ConvNeXt's shortest_edge / crop_pct), then
+     * the centre cut; 0: the image is resized to cover height x width
+     */
     shortest: number;
-    resize: 'crop' | 'letterbox' | 'stretch';
+    /** stretch: the size stretched to before the centre crop (size with crop_size); unset: height x width */
+    stretch?: { height: number; width: number };
+    resize: 'crop' | 'letterbox' | 'stretch' | 'none';
     resample: Resample;
     rescale: number;
     /** one per channel */
     mean: number[];
     std: number[];
+    /** R, G, B (0-255) of the padding: letterbox borders, and a centre crop larger than the image */
+    pad: number[];
 }
 
 /** Decoded images may have at most this many pixels (a decompression bomb is refused, not decoded). */
@@ -116,10 +126,13 @@ type Size = { height: number; width: number; shortest?: number };
 
 const positive = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
 
-/** A Hugging Face size: a number, {height, width} or {shortest_edge}; undefined for anything else. */
-function hfSize(v: unknown): Size | undefined {
+/**
+ * A Hugging Face size: {height, width}, {shortest_edge}, or a number, which is a square, or the shortest edge for the
+ * processors that read it so (`shortest`); undefined for anything else.
+ */
+function hfSize(v: unknown, shortest = false): Size | undefined {
     if (positive(v)) {
-        return { height: v, width: v };
+        return { height: v, width: v, ...shortest && { shortest: v } };
     }
     const o = (v ?? {}) as { height?: unknown; width?: unknown; shortest_edge?: unknown };
     if (positive(o.height) && positive(o.width)) {
@@ -128,10 +141,54 @@ function hfSize(v: unknown): Size | undefined {
     return positive(o.shortest_edge) ? { height: o.shortest_edge, width: o.shortest_edge, shortest: o.shortest_edge } : undefined;
 }
 
-const pilFilters: Record<number, Resample> = { 0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic' };
+/**
+ * Image processors whose `size` given as a number is the shortest edge (transformers' get_size_dict(size,
+ * default_to_square=False)); for the others a number is a square.
+ */
+const shortestEdgeTypes = /^(CLIP|ConvNext|Bit|MobileNetV1|MobileNetV2|ViTHybrid)(ImageProcessor|FeatureExtractor)(Fast)?$/;
+
+/** PIL's filter codes. */
+const pilFilters: Record<number, Resample> = { 0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic', 4: 'box', 5: 'hamming' };
 
 const numbers = (v: unknown): number[] | undefined => typeof v === 'number' ? [v]
     : Array.isArray(v) && v.length && v.every((x) => typeof x === 'number' && Number.isFinite(x)) ? v : undefined;
+
+/** How a processor resizes: to a size (unset: the model's, else 224), by a resize mode, from a short side or a stretch. */
+interface Geometry {
+    size?: { height: number; width: number };
+    resize: Plan['resize'];
+    shortest: number;
+    stretch?: { height: number; width: number };
+}
+
+/**
+ * The resize preprocessor_config.json describes, as transformers' ViT, ConvNeXt, CLIP (and like) processors apply it:
+ * do_resize; size as {height, width} (stretched to), {shortest_edge} (the short side resized to it) or a number;
+ * then do_center_crop to crop_size; ConvNeXt's crop_pct (the short side to shortest_edge / crop_pct, then a centre
+ * crop of shortest_edge, below 384; a stretch to shortest_edge from 384).
+ */
+function processorGeometry(pre: Record<string, unknown>): Geometry {
+    const type = String(pre.image_processor_type ?? pre.feature_extractor_type);
+    const size = hfSize(pre.size, shortestEdgeTypes.test(type));
+    const crop = pre.do_center_crop !== false ? hfSize(pre.crop_size) : undefined;
+    const square = (n: number) => ({ height: n, width: n });
+    if (pre.do_resize === false) {
+        return { size: crop ?? (size?.shortest ? undefined : size), resize: 'none', shortest: 0 };
+    }
+    if (size?.shortest) {
+        const pct = pre.crop_pct;
+        if (!crop && typeof pct === 'number' && pct > 0 && pct <= 1) {
+            return size.shortest < 384
+                ? { size: square(size.shortest), resize: 'crop', shortest: Math.floor(size.shortest / pct) }
+                : { size: square(size.shortest), resize: 'stretch', shortest: 0 };
+        }
+        return { size: crop ?? square(size.shortest), resize: 'crop', shortest: size.shortest };
+    }
+    if (size) {
+        return crop ? { size: crop, resize: 'stretch', shortest: 0, stretch: size } : { size, resize: 'stretch', shortest: 0 };
+    }
+    return { size: crop, resize: 'crop', shortest: 0 };
+}
 
 /** Settles how this model's images are made. Throws (the replica does not start) when the settings contradict the model. */
 export function makePlan(options: ImageOptions, preprocessor: Record<string, unknown> | undefined, sig: Signature): Plan {
@@ -153,15 +210,15 @@ export function makePlan(options: ImageOptions, preprocessor: Record<string, unk
         throw new Error(`input "${input.name}" ${shape} has ${c} channels in ${layout} layout, but ${channels} are asked for; check options.channels and options.layout`);
     }
 
-    const crop = pre.do_center_crop !== false ? hfSize(pre.crop_size) : undefined;
-    const preSize = hfSize(pre.size);
+    // options.size replaces the processor's geometry; options.resize keeps its short side or stretch when it is its mode.
+    const fromFile = options.size === undefined ? processorGeometry(pre) : { size: hfSize(options.size), resize: 'crop' as const, shortest: 0 };
+    const resize = options.resize ?? fromFile.resize;
+    const same = resize === fromFile.resize;
     const fixed = positive(h) && positive(w) ? { height: h, width: w } : undefined;
-    const option = options.size === undefined ? undefined : hfSize(options.size);
-    const size: Size = option ?? (crop ? { ...crop, shortest: preSize?.shortest } : preSize) ?? fixed ?? { height: 224, width: 224 };
+    const size = fromFile.size ?? fixed ?? { height: 224, width: 224 };
     if ((positive(h) && h !== size.height) || (positive(w) && w !== size.width)) {
         throw new Error(`input "${input.name}" ${shape} takes ${h}x${w} images (height x width), but the size settings ask for ${size.height}x${size.width}`);
     }
-    const resize = options.resize ?? (!option && !crop && preSize && !preSize.shortest ? 'stretch' : 'crop');
 
     const rescale = options.rescale_factor ?? (pre.do_rescale === false ? 1 : typeof pre.rescale_factor === 'number' ? pre.rescale_factor : 1 / 255);
     const normalize = pre.do_normalize !== false;
@@ -178,34 +235,59 @@ export function makePlan(options: ImageOptions, preprocessor: Record<string, unk
         throw new Error('std (options.std or image_std) must not be 0');
     }
     const resample = options.resample ?? pilFilters[pre.resample as number] ?? 'bilinear';
-    return { input: input.name, layout, channels, height: size.height, width: size.width, shortest: size.shortest ?? 0, resize, resample, rescale, mean, std };
+    const padValue = options.pad_value ?? 0;
+    const pad = typeof padValue === 'number' ? [padValue, padValue, padValue] : padValue;
+    return {
+        input: input.name, layout, channels, height: size.height, width: size.width, resize, resample, rescale, mean, std, pad,
+        shortest: same && resize === 'crop' ? fromFile.shortest : 0,
+        ...same && resize === 'stretch' && fromFile.stretch && { stretch: fromFile.stretch }
+    };
 }
 
 // ---- decoding and the tensor
 
-const kernels = { nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos: 'lanczos3' } as const;
+/**
+ * sharp's kernel for each filter, when it shrinks. libvips has no box or hamming filter: its cubic is the nearest to
+ * both in what they make of photographs (README).
+ */
+const kernels = { nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos: 'lanczos3', box: 'cubic', hamming: 'cubic' } as const;
 
 /** The first line of libvips' error, or (when its error came from another thread) that the image is broken. */
 const decodeError = (err: unknown, at: string) =>
     fail('INVALID_MEDIA', `${at} cannot be decoded: ${(err as Error).message.split('\n')[0].replace(/^Warning treated as error.*/, 'it is truncated or corrupt')}`);
 
-/** The size (width, height) the plan resizes to: the target of the stretch or letterbox, or what the crop is cut from. */
-const target = (p: Plan): [number, number] => [Math.max(p.width, p.shortest), Math.max(p.height, p.shortest)];
+/** The size (width, height) the plan resizes to: its stretch, the square of its short side, else the model's size. */
+const target = (p: Plan): [number, number] => p.stretch ? [p.stretch.width, p.stretch.height]
+    : p.shortest ? [p.shortest, p.shortest] : [p.width, p.height];
 
 /**
- * The size (width, height) the plan's resize makes of a width x height image, before any crop: at most the target when
- * it stretches or letterboxes; when it crops, the image scaled to cover the target, so as long as thin as the image.
+ * The size (width, height) the plan's resize makes of a width x height image, before the centre crop: the stretch's
+ * size; at most the target when it letterboxes; its own with no resize; when it crops, the image scaled to cover the
+ * target, the other side rounded down as transformers' get_resize_output_image_size does (so as long and thin as
+ * the image).
  */
 export function resizedSize(p: Plan, width: number, height: number): [number, number] {
     const [w, h] = target(p);
+    if (p.resize === 'none') {
+        return [width, height];
+    }
     if (p.resize !== 'crop') {
         return [w, h];
     }
-    const scale = Math.max(w / width, h / height);
-    return [Math.round(width * scale), Math.round(height * scale)];
+    return w * height >= h * width ? [w, Math.floor(w * height / width)] : [Math.floor(h * width / height), h];
 }
 
-/** Decodes one image and writes it, normalised, as row `row` of `out` (laid out as the plan says). */
+/** The size (width, height) of a width x height image fitted inside the plan's size, keeping its aspect ratio. */
+function fittedSize(p: Plan, width: number, height: number): [number, number] {
+    return p.width * height <= p.height * width
+        ? [p.width, Math.max(1, Math.round(height * p.width / width))]
+        : [Math.max(1, Math.round(width * p.height / height)), p.height];
+}
+
+/**
+ * Decodes one image and writes it, normalised, as row `row` of `out` (laid out as the plan says). sharp shrinks
+ * (and decodes, turns, flattens); Pillow's own resampling (./resample.ts) enlarges.
+ */
 async function fill(bytes: Uint8Array, p: Plan, out: Float32Array, row: number, at: string): Promise<void> {
     const img = sharp(bytes, { limitInputPixels: maxPixels, failOn: 'warning' }).rotate();
     // The size in the header (turned as the EXIF orientation says) bounds the resize before it is done.
@@ -216,21 +298,20 @@ async function fill(bytes: Uint8Array, p: Plan, out: Float32Array, row: number, 
     catch (err) {
         throw decodeError(err, at);
     }
-    const [rw, rh] = resizedSize(p, size.width, size.height);
-    const [w, h] = target(p);
-    const limit = Math.max(maxResizedPixels, 4 * w * h);
-    if (rw * rh > limit) {
+    const [rw, rh] = p.resize === 'letterbox' ? fittedSize(p, size.width, size.height) : resizedSize(p, size.width, size.height);
+    const [tw, th] = target(p);
+    const limit = Math.max(maxResizedPixels, 4 * tw * th);
+    if (p.resize !== 'none' && rw * rh > limit) {
         throw fail('INVALID_MEDIA', `${at} is ${size.width}x${size.height} pixels (width x height): cropping it to ${p.width}x${p.height} would first resize it to ${rw}x${rh}, over the ${limit} pixels taken; an aspect ratio this extreme is refused`);
     }
-    const kernel = kernels[p.resample];
-    if (p.resize === 'stretch') {
-        img.resize(p.width, p.height, { fit: 'fill', kernel });
+    // What sharp makes: the image shrunk where it is to shrink; without a resize, only what the centre crop keeps.
+    const [sw, sh] = [Math.min(rw, size.width), Math.min(rh, size.height)];
+    if (p.resize === 'none') {
+        const [w, h] = [Math.min(size.width, p.width), Math.min(size.height, p.height)];
+        img.extract({ left: Math.floor((size.width - w) / 2), top: Math.floor((size.height - h) / 2), width: w, height: h });
     }
-    else if (p.resize === 'letterbox') {
-        img.resize(p.width, p.height, { fit: 'inside', kernel });
-    }
-    else {
-        img.resize(w, h, { fit: 'outside', kernel });
+    else if (sw !== size.width || sh !== size.height) {
+        img.resize(sw, sh, { fit: 'fill', kernel: kernels[p.resample], fastShrinkOnLoad: false });
     }
     let decoded: { data: Buffer; info: { width: number; height: number } };
     try {
@@ -239,27 +320,36 @@ async function fill(bytes: Uint8Array, p: Plan, out: Float32Array, row: number, 
     catch (err) {
         throw decodeError(err, at);
     }
-    const { data, info: { width: sw, height: sh } } = decoded;
+    let { data, info: { width: dw, height: dh } } = decoded;
+    if (p.resize !== 'none' && (rw > dw || rh > dh)) {
+        data = Buffer.from(pillowResize(data, dw, dh, 3, rw, rh, p.resample));
+        [dw, dh] = [rw, rh];
+    }
     const { width: W, height: H, channels: C, rescale, mean, std } = p;
-    // The resized image is centred on the target: cropped where it is larger, padded with black where smaller.
-    const left = Math.floor((sw - W) / 2);
-    const top = Math.floor((sh - H) / 2);
+    const pad = C === 1 ? [luma(p.pad, 0)] : p.pad;
+    // The resized image is centred on the model's size: cropped where it is larger, padded where smaller (as
+    // transformers' center_crop pads, by half the difference, the odd pixel after).
+    const left = Math.floor((dw - W) / 2);
+    const top = Math.floor((dh - H) / 2);
     const [channelStride, pixelStride] = p.layout === 'nchw' ? [H * W, 1] : [1, C];
     const base = row * C * H * W;
     for (let y = 0; y < H; y++) {
         const sy = y + top;
         for (let x = 0; x < W; x++) {
             const sx = x + left;
-            const i = (sy * sw + sx) * 3;
-            const inside = sy >= 0 && sy < sh && sx >= 0 && sx < sw;
+            const i = (sy * dw + sx) * 3;
+            const inside = sy >= 0 && sy < dh && sx >= 0 && sx < dw;
             const o = base + (y * W + x) * pixelStride;
             for (let c = 0; c < C; c++) {
-                const v = !inside ? 0 : C === 1 ? 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2] : data[i + c];
+                const v = !inside ? pad[c] : C === 1 ? luma(data, i) : data[i + c];
                 out[o + c * channelStride] = (v * rescale - mean[c]) / std[c];
             }
         }
     }
 }
+
+/** ITU-R 601 luma (PIL's "L") of the RGB pixel at `i`. */
+const luma = (rgb: ArrayLike<number>, i: number): number => 0.299 * rgb[i] + 0.587 * rgb[i + 1] + 0.114 * rgb[i + 2];
 
 /** The images as one float32 batch tensor, zero rows added up to `rows` (a model with a fixed batch size). */
 export async function imageTensor(images: Array<{ bytes: Uint8Array; at: string }>, p: Plan, rows = images.length): Promise<Tensor> {

@@ -1,5 +1,6 @@
-// The text handler: texts (or text pairs) as JSON in; the model folder's Hugging Face tokenizer.json, truncation and
-// per-batch padding in the replica; class labels (softmax over the logits) or pooled embeddings out.
+// The text handler: texts (or text pairs) as JSON in; the model folder's Hugging Face tokenizer.json, truncation to
+// the model's limit (handlers/text-limits.ts) and per-batch padding in the replica; class labels (softmax over the
+// logits) or pooled embeddings out.
 import fs from 'node:fs';
 import path from 'node:path';
 import Joi from 'joi';
@@ -11,6 +12,7 @@ import type { Feeds, Tensor } from '../lib/tensor';
 import { fixedBatch } from '../lib/signature';
 import type { Handler, HandlerFactory } from '../lib/handler';
 import type { TextOptions } from '../schemas/text';
+import { textSettings, type TextFolder, type TextSettings, type TokenizerJson } from './text-limits';
 
 /** One text, or a text pair as [text, text_pair]. */
 export type TextInput = string | [string, string];
@@ -39,14 +41,19 @@ interface Tokens {
  */
 const CUT_MARGIN = 16;
 
+/** Where the start of a text may be cut off: after a non-space, before a space. Every pre-tokenizer splits there. */
+const SPACE_END = /(?<=\S)(?=\s)/gu;
+/** Where the end of a text may be cut off: at a space before a non-space, so the end begins as a word does in the text. */
+const SPACE_START = /(?=\s\S)/gu;
+/**
+ * Where a text without spaces may be cut: between a letter or digit and punctuation (or a symbol), or between two
+ * CJK ideographs. BERT's and GPT-2's pre-tokenizers split there too; a tokenizer that merges across it changes only
+ * the tokens next to the cut, which CUT_MARGIN keeps away from those truncation keeps.
+ */
+const OTHER = /(?<=[\p{L}\p{N}])(?=[^\p{L}\p{N}\p{M}\s])|(?<=[^\p{L}\p{N}\p{M}\s])(?=[\p{L}\p{N}])|(?<=\p{Ideographic})(?=\p{Ideographic})/gu;
+
 /** The inputs the text handler can feed, by the names Hugging Face models give them. */
 const FED = ['input_ids', 'attention_mask', 'token_type_ids'];
-
-/** The parts of tokenizer.json that @huggingface/tokenizers does not apply itself. */
-interface TokenizerJson {
-    truncation?: { max_length?: number; direction?: string } | null;
-    padding?: { pad_id?: number; pad_type_id?: number } | null;
-}
 
 /**
  * What preprocess learned about a batch that postprocess needs: each row's real token count (for mean pooling). Keyed by
@@ -66,11 +73,15 @@ function checkText(value: unknown, where: string): string {
     return value;
 }
 
-/** A loaded tokenizer that truncates and encodes as the tokenizer.json says, with max_length from serve.yaml first. */
+/**
+ * A loaded tokenizer that truncates and encodes as its settings say (handlers/text-limits.ts): by default those of its
+ * tokenizer.json alone; load() reads the rest of the model folder and serve.yaml's options too.
+ */
 export class TextTokenizer {
     readonly padId: number;
     readonly padTypeId: number;
     readonly maxLength: number;
+    readonly settings: TextSettings;
     private readonly left: boolean;
     private readonly unk?: number;
     private readonly specials = new Map<boolean, number>();
@@ -80,26 +91,35 @@ export class TextTokenizer {
      */
     charsPerToken = 8;
 
-    constructor(readonly tokenizer: Tokenizer, json: TokenizerJson, maxLength?: number) {
+    constructor(readonly tokenizer: Tokenizer, json: TokenizerJson, maxLength?: number, settings: Partial<TextSettings> = {}) {
         const id = (t: string) => tokenizer.token_to_id(t);
         this.padId = json.padding?.pad_id ?? id('[PAD]') ?? id('<pad>') ?? 0;
         this.padTypeId = json.padding?.pad_type_id ?? 0;
-        this.maxLength = maxLength ?? json.truncation?.max_length ?? 512;
-        this.left = json.truncation?.direction === 'Left';
+        this.settings = { ...textSettings({ tokenizer: json }), ...settings, ...maxLength !== undefined && { maxLength } };
+        this.maxLength = this.settings.maxLength;
+        this.left = this.settings.truncationSide === 'left';
         this.unk = tokenizer.model?.unk_token_id;
     }
 
-    /** Reads tokenizer.json (and tokenizer_config.json beside it, when there is one). */
-    static load(file: string, maxLength?: number): TextTokenizer {
+    /**
+     * Reads tokenizer.json and tokenizer_config.json beside it (when there is one), and settles the settings with
+     * the model's config.json and serve.yaml's options. Throws why it cannot.
+     */
+    static load(file: string, options: Partial<TextOptions> = {}, config?: Record<string, unknown>): TextTokenizer {
+        let folder: TextFolder;
+        let tokenizer: Tokenizer;
         try {
             const json = JSON.parse(fs.readFileSync(file, 'utf8')) as TokenizerJson;
             const configFile = path.join(path.dirname(file), 'tokenizer_config.json');
-            const config = fs.existsSync(configFile) ? JSON.parse(fs.readFileSync(configFile, 'utf8')) as object : {};
-            return new TextTokenizer(new Tokenizer(json, config), json, maxLength);
+            const tokenizerConfig = fs.existsSync(configFile) ? JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown> : undefined;
+            folder = { tokenizer: json, tokenizerConfig, config };
+            tokenizer = new Tokenizer(json, tokenizerConfig ?? {});
         }
         catch (err) {
             throw new Error(`cannot load the tokenizer ${file}: ${(err as Error).message}`);
         }
+        const settings = textSettings(folder, options);
+        return new TextTokenizer(tokenizer, folder.tokenizer, settings.maxLength, settings);
     }
 
     /** The tokenizer's post-processor (special tokens, type ids) on already tokenized sequences. */
@@ -134,25 +154,40 @@ export class TextTokenizer {
     }
 
     /**
-     * The text cut where a space follows a non-space, at least `chars` long: its start, or its end when truncating from
-     * the left; undefined when no shorter cut is there. Every pre-tokenizer splits at such a space, so the tokens of the
-     * start are the text's first tokens, and those of the end (which begins with the space) its last.
+     * A cut of a text from chars to 4 chars long: its start, or its end when truncating from the left; undefined when
+     * no place to cut is there. It is cut where a space follows a word (every pre-tokenizer splits there, so the
+     * tokens of the start are the text's first tokens, and those of the end, which begins with the space, its last),
+     * else at another boundary of words (OTHER).
      */
     private cut(text: string, chars: number): string | undefined {
-        if (text.length <= chars) {
+        if (!this.left) {
+            // Cut points q in [chars, 4 chars), before the last character; a match at i of the window is q = chars - 1 + i.
+            const window = text.slice(chars - 1, Math.min(4 * chars, text.length));
+            for (const re of [SPACE_END, OTHER]) {
+                for (const m of window.matchAll(re)) {
+                    if (m.index > 0) {
+                        return text.slice(0, chars - 1 + m.index);
+                    }
+                }
+            }
             return undefined;
         }
-        if (!this.left) {
-            const space = /\S /g;
-            space.lastIndex = chars - 1;
-            const found = space.exec(text);
-            return found ? text.slice(0, found.index + 1) : undefined;
+        // The end from p, p in [lo, hi]: from 4 chars (but not the whole text) to chars long; the last p is the shortest.
+        const lo = Math.max(1, text.length - 4 * chars + 1);
+        const hi = text.length - chars;
+        const window = text.slice(lo - 1, hi + 2);
+        for (const re of [SPACE_START, OTHER]) {
+            let at: number | undefined;
+            for (const m of window.matchAll(re)) {
+                if (m.index > 0 && m.index <= hi - lo + 1) {
+                    at = lo - 1 + m.index;
+                }
+            }
+            if (at !== undefined) {
+                return text.slice(at);
+            }
         }
-        let at = text.lastIndexOf(' ', text.length - chars);
-        while (at > 0 && !/\S/.test(text[at + 1])) {
-            at = text.lastIndexOf(' ', at - 1);
-        }
-        return at > 0 ? text.slice(at) : undefined;
+        return undefined;
     }
 
     /**
@@ -160,25 +195,27 @@ export class TextTokenizer {
      * truncation can reach into it. Tokenising a whole 1 MB text takes seconds of the replica's time.
      */
     private tokens(text: string, need: number): Tokens {
-        let chars = need * this.charsPerToken;
-        let part: string | undefined;
-        let tokens: string[];
-        do {
-            part = this.cut(text, chars);
-            tokens = this.tokenizer.tokenize(part ?? text);
-            chars *= 4;
-        } while (part !== undefined && tokens.length < need);
-        return { tokens, whole: part === undefined };
+        for (let chars = need * this.charsPerToken; chars < text.length; chars *= 4) {
+            const part = this.cut(text, chars);
+            if (part !== undefined) {
+                const tokens = this.tokenizer.tokenize(part);
+                if (tokens.length >= need) {
+                    return { tokens, whole: false };
+                }
+            }
+        }
+        return { tokens: this.tokenizer.tokenize(text), whole: true };
     }
 
-    encode(text: string, pair?: string, maxLength = this.maxLength): Encoded {
-        const budget = Math.max(0, maxLength - this.special(pair !== undefined));
+    /**
+     * A pair truncated longest first, an odd budget's last token going to the longer text: a cut text is tokenised
+     * further until the two compare as the whole texts do. Both cut compare so only with an even budget.
+     */
+    private longestFirst(text: string, pair: string, budget: number): [Tokens, Tokens, [number, number]] {
         const need = budget + CUT_MARGIN;
         let a = this.tokens(text, need);
-        let b = pair === undefined ? null : this.tokens(pair, need);
-        // A pair is truncated longest first, an odd budget's last token going to the longer text: a cut text is
-        // tokenised further until the two compare as the whole texts do. Both cut compare so only with an even budget.
-        while (b && !(a.whole && b.whole)) {
+        let b = this.tokens(pair, need);
+        while (!(a.whole && b.whole)) {
             const [na, nb] = [a.tokens.length, b.tokens.length];
             if (!a.whole && !b.whole ? budget % 2 === 0 : a.whole ? nb >= na : na > nb) {
                 break;
@@ -187,12 +224,47 @@ export class TextTokenizer {
                 a = this.tokens(text, nb + 1);
             }
             else {
-                b = this.tokens(pair as string, na + (a.whole ? 0 : 1));
+                b = this.tokens(pair, na + (a.whole ? 0 : 1));
             }
         }
-        const [na, nb] = TextTokenizer.truncatedLengths(a.tokens.length, b?.tokens.length ?? 0, budget);
+        return [a, b, TextTokenizer.truncatedLengths(a.tokens.length, b.tokens.length, budget)];
+    }
+
+    /**
+     * only_first and only_second: the other text is kept whole, and the one named is cut to the room it leaves. A pair
+     * whose other text leaves no room is refused, as Hugging Face's tokenizers refuse it.
+     */
+    private onlyOne(text: string, pair: string, budget: number, maxLength: number): [Tokens, Tokens, [number, number]] {
+        const first = this.settings.strategy === 'only_first';
+        const kept = this.tokens(first ? pair : text, budget + CUT_MARGIN);
+        const room = budget - kept.tokens.length;
+        const cut = this.tokens(first ? text : pair, Math.max(room, 0) + CUT_MARGIN);
+        const over = !kept.whole || !cut.whole || kept.tokens.length + cut.tokens.length > budget;
+        if (over && room < 1) {
+            const [named, other] = first ? ['first', 'second'] : ['second', 'first'];
+            throw fail('INVALID_BODY', `truncation ${this.settings.strategy} cuts only the ${named} text of a pair, but the ${other} has `
+                + `${kept.whole ? '' : 'at least '}${kept.tokens.length} tokens, leaving none of the ${maxLength} (special tokens included) to the ${named}; `
+                + `send a shorter ${other} text`);
+        }
+        const lengths: [number, number] = [kept.tokens.length, over ? room : cut.tokens.length];
+        return first ? [cut, kept, [lengths[1], lengths[0]]] : [kept, cut, lengths];
+    }
+
+    /** A text or a pair as ids and type ids: truncated to maxLength (special tokens included) as the settings say. */
+    encode(text: string, pair?: string, maxLength = this.maxLength): Encoded {
+        const budget = Math.max(0, maxLength - this.special(pair !== undefined));
+        let a: Tokens;
+        let b: Tokens | null = null;
+        let lengths: [number, number];
+        if (pair === undefined) {
+            a = this.tokens(text, budget + CUT_MARGIN);
+            lengths = [Math.min(a.tokens.length, budget), 0];
+        }
+        else {
+            [a, b, lengths] = this.settings.strategy === 'longest_first' ? this.longestFirst(text, pair, budget) : this.onlyOne(text, pair, budget, maxLength);
+        }
         const cut = (x: string[], n: number) => this.left ? x.slice(x.length - n) : x.slice(0, n);
-        const { tokens, types } = this.post(cut(a.tokens, na), b && cut(b.tokens, nb));
+        const { tokens, types } = this.post(cut(a.tokens, lengths[0]), b && cut(b.tokens, lengths[1]));
         const ids = tokens.map((t) => {
             const found = this.tokenizer.token_to_id(t) ?? this.unk;
             if (found === undefined) {
@@ -234,6 +306,13 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
 
         responseSchema() {
             return perRequestSchema(single(), 'text');
+        },
+
+        querySchema() {
+            return Joi.object({
+                text: textSchema.required().description('the text'),
+                text_pair: textSchema.description('a second text, for models that take pairs')
+            });
         },
 
         example() {
@@ -295,7 +374,7 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
             }
             // options.output, else logits (classification) or last_hidden_state (embedding), else the first output.
             outputName = outputOf(sig, options.output, options.task === 'classification' ? 'logits' : 'last_hidden_state');
-            tok = TextTokenizer.load(ctx.model.tokenizer, options.max_length);
+            tok = TextTokenizer.load(ctx.model.tokenizer, options, ctx.model.config);
         },
 
         preprocess(items, sig) {
@@ -313,11 +392,15 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
                 attention_mask: new Array(rows * seq).fill(0),
                 token_type_ids: new Array(rows * seq).fill(t.padTypeId)
             };
-            encoded.forEach((e, r) => e.ids.forEach((id, k) => {
-                values.input_ids[r * seq + k] = id;
-                values.attention_mask[r * seq + k] = 1;
-                values.token_type_ids[r * seq + k] = e.types[k];
-            }));
+            const left = t.settings.paddingSide === 'left';
+            encoded.forEach((e, r) => {
+                const start = r * seq + (left ? seq - e.ids.length : 0);
+                e.ids.forEach((id, k) => {
+                    values.input_ids[start + k] = id;
+                    values.attention_mask[start + k] = 1;
+                    values.token_type_ids[start + k] = e.types[k];
+                });
+            });
             return Object.fromEntries(sig.inputs.map((i) => [i.name, {
                 type: i.type,
                 data: i.type === 'int64' ? BigInt64Array.from(values[i.name], BigInt) : Int32Array.from(values[i.name]),
@@ -343,11 +426,14 @@ export const text: HandlerFactory<TextItem> = (ctx) => {
                 }
                 const dim = out.dims[out.dims.length - 1];
                 const seq = out.dims.length === 3 ? out.dims[1] : 1;
+                // Left padding puts a row's real tokens at its end.
+                const left = (tok as TextTokenizer).settings.paddingSide === 'left';
                 answers = lengths.map((len, r) => {
                     // [batch, dim] is used as it is; [batch, sequence, dim] is pooled over the row's real tokens.
                     const n = out.dims.length === 2 || options.pooling === 'cls' ? 1 : Math.min(len, seq);
+                    const first = left && out.dims.length === 3 ? seq - Math.min(len, seq) : 0;
                     const v = new Array<number>(dim).fill(0);
-                    for (let p = 0; p < n; p++) {
+                    for (let p = first; p < first + n; p++) {
                         for (let k = 0; k < dim; k++) {
                             v[k] += data[(r * seq + p) * dim + k];
                         }

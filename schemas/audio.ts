@@ -1,6 +1,8 @@
 // Options of the audio handler (`options:` of a deployment with `handler: audio`). Settings given here win; what
 // serve.yaml leaves out comes from the model folder's preprocessor_config.json (same names; feature_size > 1 stands
-// for n_mels), then from the model's input shape, then from `fallbacks` below.
+// for n_mels), then from the model's input shape, then from `fallbacks` below. That is tsserve's own feature extractor
+// (tsserve.LogMel); when preprocessor_config.json names one of Hugging Face's (WhisperFeatureExtractor, ...), that file
+// alone sets the features, and sampling_rate, length_s, features, n_fft, hop_length, n_mels and log_offset are refused.
 import Joi from 'joi';
 import { labels, topK, type ClassifyOptions } from './classify';
 

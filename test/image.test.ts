@@ -143,8 +143,9 @@ t.test('the plan: layout, channels, size and normalisation from options, preproc
     t.match(plan({}, { size: 32, do_rescale: false, do_normalize: false, image_mean: [9], image_std: [9], resample: 1 }, ['batch', 1, 'h', 'w']),
         { height: 32, width: 32, resize: 'stretch', rescale: 1, mean: [0], std: [1], resample: 'lanczos' }, 'do_rescale / do_normalize false');
     t.match(plan({}, { size: { shortest_edge: 20 }, image_mean: 0.5, resample: 3 }, ['batch', 1, 'h', 'w']), { height: 20, width: 20, shortest: 20, resize: 'crop', mean: [0.5], resample: 'bicubic' });
-    t.match(plan({}, { crop_size: 8, size: { height: 10, width: 10 } }, ['batch', 1, 'h', 'w']), { height: 8, width: 8, shortest: 0, resize: 'crop' });
-    t.match(plan({}, { crop_size: 8, do_center_crop: false, size: { width: 10 }, image_mean: ['a'], resample: 5 }, ['batch', 1, 12, 12]),
+    t.match(plan({}, { crop_size: 8, size: { height: 10, width: 10 } }, ['batch', 1, 'h', 'w']), { height: 8, width: 8, shortest: 0, resize: 'stretch', stretch: { height: 10, width: 10 } },
+        'size {height, width} with crop_size: stretched, then the centre cut (as DeiT\'s processor does)');
+    t.match(plan({}, { crop_size: 8, do_center_crop: false, size: { width: 10 }, image_mean: ['a'], resample: 9 }, ['batch', 1, 12, 12]),
         { height: 12, width: 12, resize: 'crop', mean: [0], resample: 'bilinear' }, 'unusable values fall back to the model\'s dims and the defaults');
 
     const refuse = (o: Record<string, unknown>, pre: Record<string, unknown> | undefined, s: Signature, re: RegExp) => t.throws(() => makePlan(options(o), pre, s), re);
@@ -156,7 +157,7 @@ t.test('the plan: layout, channels, size and normalisation from options, preproc
     refuse({ mean: [0.1, 0.2] }, undefined, sig(['batch', 3, 'h', 'w']), /mean \(options.mean or image_mean\) has 2 values, but the model takes 3 channels/);
     refuse({}, { image_std: [0.5, 0.5, 0.5] }, sig(['batch', 1, 'h', 'w']), /std \(options.std or image_std\) has 3 values, but the model takes 1 channel$/);
     refuse({ std: [0] }, undefined, sig(['batch', 1, 'h', 'w']), /must not be 0/);
-    t.match(schema.validate({ resize: 'zoom' }).error?.message, /"resize" must be one of \[crop, letterbox, stretch\]/);
+    t.match(schema.validate({ resize: 'zoom' }).error?.message, /"resize" must be one of \[crop, letterbox, stretch, none\]/);
     t.equal(maxPixels, 8192 * 8192);
 });
 

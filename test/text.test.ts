@@ -156,7 +156,7 @@ t.test('truncation: max_length from serve.yaml, else the tokenizer\'s own, else 
     t.equal(rowsOf(long, 'input_ids')[0][63], SEP);
 
     t.equal(TextTokenizer.load(variant((j) => j.truncation = null)).maxLength, 512, 'no truncation settings: 512');
-    t.equal(TextTokenizer.load(variant((j) => j.truncation = null), 9).maxLength, 9);
+    t.equal(TextTokenizer.load(variant((j) => j.truncation = null), { max_length: 9 }).maxLength, 9);
     const left = TextTokenizer.load(variant((j) => j.truncation = { max_length: 5, direction: 'Left' }));
     t.same(left.encode('the movie was great!').ids, [CLS, WAS, GREAT, BANG, SEP], 'direction Left keeps the end');
     t.same(left.encode('great', 'so', 2).ids, [CLS, SEP, SEP], 'a max_length below the special tokens keeps only them');

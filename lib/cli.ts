@@ -9,6 +9,9 @@ import { up } from './server';
 import { render, type Status } from './status';
 import { log } from './log';
 import { version } from './version';
+import fs from 'node:fs';
+import yaml from 'js-yaml';
+import { manifests, render as renderManifests, type K8sOptions } from './k8s';
 
 const usage = `Usage:
   tsserve up [file] [--port N] [--host H]   serve file (default ./serve.yaml); Ctrl-C drains and exits
@@ -19,6 +22,10 @@ const usage = `Usage:
                                             (the server is found by --address, else $TSSERVE_ADDRESS, else the
                                             note \`tsserve up file\` leaves, else http://127.0.0.1:8000; the key
                                             sent is $TSSERVE_ADMIN_KEY, else $TSSERVE_API_KEY, when set)
+  tsserve k8s [file] [--image I] [--namespace N] [--autoscaler hpa|keda] [--prometheus URL]
+                                            print Kubernetes manifests for file (ConfigMap, Deployment, Service,
+                                            PodDisruptionBudget, ServiceMonitor, and a HorizontalPodAutoscaler or a
+                                            KEDA ScaledObject); see README "Running on Kubernetes"
   tsserve --version                         print the version
 `;
 
@@ -40,7 +47,10 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
     try {
         parsed = parseArgs({
             args: argv, allowPositionals: true, strict: true,
-            options: { port: { type: 'string' }, host: { type: 'string' }, address: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } }
+            options: {
+                port: { type: 'string' }, host: { type: 'string' }, address: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' },
+                image: { type: 'string' }, namespace: { type: 'string' }, autoscaler: { type: 'string' }, prometheus: { type: 'string' }
+            }
         });
     }
     catch (e) {
@@ -66,6 +76,19 @@ export async function main(argv: string[], out: Out = (s) => process.stdout.writ
                 }
                 const n = config.applications.reduce((a, app) => a + app.deployments.length, 0);
                 out(`${file} is valid: ${config.applications.length} application(s), ${n} deployment(s)\n`);
+                return 0;
+            }
+            case 'k8s': {
+                if (values.autoscaler !== undefined && values.autoscaler !== 'hpa' && values.autoscaler !== 'keda') {
+                    err(`--autoscaler must be hpa or keda, got "${values.autoscaler}"\n`);
+                    return 2;
+                }
+                // the keys are the pod's, from a Secret: they need not be here
+                const config = load(file, { keys: false });
+                const options = { image: values.image, namespace: values.namespace, autoscaler: values.autoscaler as K8sOptions['autoscaler'], prometheus: values.prometheus };
+                const list = manifests(config, yaml.load(fs.readFileSync(file, 'utf8')), options);
+                const flags = Object.entries(options).flatMap(([k, v]) => v === undefined ? [] : [`--${k} ${v}`]);
+                out(renderManifests(list, [path.basename(file), ...flags].join(' ')));
                 return 0;
             }
             case 'up': {

@@ -46,17 +46,20 @@ export async function up(file: string, overrides: UpOptions = {}): Promise<Appli
     const server = createServer(controller, watcher, {
         host: http.host, port: http.port, requestTimeoutMs: http.request_timeout_s * 1000, maxBytes: Math.round(http.max_body_size_mb * 1024 * 1024)
     });
-    // Requests not answered yet, whatever their route: the listener stays open for them on shutdown (stop()).
+    // Requests not answered yet, whatever their route: the listener stays open for them on shutdown (stop()). One that
+    // sends `Expect: 100-continue` (curl's, with a large body) comes as 'checkContinue', not 'request': hapi takes both.
     let inflight = 0;
     let idle = () => {};
-    server.listener.on('request', (_req, res: ServerResponse) => {
+    const track = (_req: unknown, res: ServerResponse) => {
         inflight++;
         res.once('close', () => {
             if (--inflight === 0) {
                 idle();
             }
         });
-    });
+    };
+    server.listener.on('request', track);
+    server.listener.on('checkContinue', track);
     await server.start();
     const url = `http://${http.host}:${server.info.port}`;
     leaveNote(abs, url);

@@ -19,9 +19,17 @@ type RequestListener = (req: http.IncomingMessage, res: http.ServerResponse) => 
  * without a key the route needs goes on to hapi, which answers 401: who has no key learns nothing of the queue.
  */
 export function shedLoad(listener: http.Server, controller: Controller, gate: Gate): void {
-    const handlers = listener.listeners('request') as RequestListener[];
-    listener.removeAllListeners('request');
-    listener.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    // A request that sends `Expect: 100-continue` (curl's, with a large body) comes as 'checkContinue': refused, it is
+    // answered before the client sends its body at all.
+    for (const event of ['request', 'checkContinue'] as const) {
+        shedBefore(listener, event, controller, gate);
+    }
+}
+
+function shedBefore(listener: http.Server, event: 'request' | 'checkContinue', controller: Controller, gate: Gate): void {
+    const handlers = listener.listeners(event) as RequestListener[];
+    listener.removeAllListeners(event);
+    listener.on(event, (req: http.IncomingMessage, res: http.ServerResponse) => {
         const route = routeOf(controller, req);
         const full = route?.deployment.full();
         if (full && !(gate.on && gate.refuse('model', { method: req.method as string, path: req.url as string, headers: req.headers }))) {

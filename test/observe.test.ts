@@ -2,6 +2,7 @@
 // to end (the replica's line about a failed batch included), the access log, logging_config applied live without a
 // replica restart, JSON and TEXT encodings, and the admin key on /metrics. A real `tsserve up` over real HTTP.
 import t from 'tap';
+import http from 'node:http';
 import { Traffic, windowS } from '../lib/traffic';
 import { LineBatch } from '../lib/log-batch';
 import fs from 'node:fs';
@@ -228,6 +229,20 @@ t.test('a request refused before hapi (a full queue) is counted, logged and has 
     t.equal(num(after, 'tsserve_deployment_errors_total', { application: 'closed', code: 'QUEUE_FULL' }) - num(before, 'tsserve_deployment_errors_total', { application: 'closed', code: 'QUEUE_FULL' }), 1);
     const line = await until(() => records().find((r) => r.request_id === 'refused-1'), { what: 'the refusal\'s access-log line' });
     t.match(line, { msg: 'POST /closed/predict 503', application: 'closed', deployment: 'model', status: 503, bytes_in: Number, bytes_out: Number, total_ms: Number });
+    // one that waits for 100 Continue before its body (curl's, with a large body) is refused before it sends it
+    const expecting = await new Promise<{ status?: number; continued: boolean; body: string }>((resolve, reject) => {
+        let continued = false;
+        const req = http.request(`${s.url}/closed/predict`, { method: 'POST', headers: { 'content-type': 'application/json', expect: '100-continue', 'content-length': 2 } }, (res) => {
+            let body = '';
+            res.on('data', (d) => body += d).on('end', () => resolve({ status: res.statusCode, continued, body }));
+        });
+        req.on('continue', () => {
+            continued = true;
+            req.end('{}');
+        }).on('error', reject);
+        req.flushHeaders();
+    });
+    t.match(expecting, { status: 503, continued: false, body: /"code":"QUEUE_FULL"/ });
 });
 
 t.test('request ids: kept when sane, else made; in the header, the error body, the access log and the replica\'s line', async (t) => {

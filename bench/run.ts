@@ -1,6 +1,6 @@
 // tsserve benchmark: every figure is a ratio against a baseline measured in the same run, on the same machine.
 // Usage: npm run build && npm run build:tools && node build/bench/run.js     (see bench/README.md)
-// Environment: BENCH_SCALE=0.3 shortens every load (smoke run); BENCH_ONLY=mlp|observe|cnn|rolling|overload|soak|scale runs one part; BENCH_CLI=path/to/cli.js
+// Environment: BENCH_SCALE=0.3 shortens every load (smoke run); BENCH_ONLY=mlp|observe|cnn|v2|rolling|overload|soak|scale|compose runs one part; BENCH_CLI=path/to/cli.js
 // benchmarks another tsserve build; BENCH_PROF=1 runs the servers with --cpu-prof (profiles in bench/out/prof);
 // BENCH_STRICT=1 exits 1 when a figure misses its target; BENCH_SOAK_S=120 sets the soak's length (BENCH_ONLY=soak).
 process.env.ORT_DISABLE_TELEMETRY = '1'; // before onnxruntime-node loads (here, in raw.ts, and in every child)
@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { rolling } from './rolling';
+import { compose } from './compose';
 import { scaleFromZero } from './scale';
 import { FACTORS, overload } from './overload';
 import { soak, soakLines, soakPassed, worstProcess } from './soak';
@@ -20,7 +21,7 @@ const root = path.resolve(__dirname, '..', '..');
 const out = path.join(root, 'bench', 'out');
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const secs = (s: number) => Math.max(1, Math.round(s * scale));
-const T = { mlp: secs(6), mlpWarm: secs(2), latency: secs(3), cnn: secs(12), cnnWarm: secs(3), raw: Math.max(1, 2.5 * scale), overload: secs(8), overloadWarm: secs(2) };
+const T = { mlp: secs(6), mlpWarm: secs(2), latency: secs(3), cnn: secs(12), cnnWarm: secs(3), raw: Math.max(1, 2.5 * scale), overload: secs(8), overloadWarm: secs(2), compose: secs(8) };
 const CONNECTIONS = 32;
 /** total ONNX Runtime intra-op threads on both sides of figure 3 */
 const THREADS = 2;
@@ -248,11 +249,11 @@ function image(): { data: Float32Array; nested: number[][][][] } {
     return { data, nested };
 }
 
-function binaryBody(name: string, data: Float32Array, shape: number[]): Body {
-    const header = Buffer.from(JSON.stringify({ inputs: [{ name, shape, datatype: 'FP32', parameters: { binary_data_size: data.byteLength } }] }));
+function binaryBody(name: string, data: Float32Array, shape: number[], extra: Record<string, unknown> = {}, headers: Record<string, string> = { 'content-type': 'application/octet-stream' }): Body {
+    const header = Buffer.from(JSON.stringify({ inputs: [{ name, shape, datatype: 'FP32', parameters: { binary_data_size: data.byteLength } }], ...extra }));
     return {
         data: Buffer.concat([header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]),
-        headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) }
+        headers: { ...headers, 'inference-header-content-length': String(header.length) }
     };
 }
 
@@ -325,6 +326,57 @@ async function ceiling3a(model: string, item: Float32Array, body: Body, batch: n
     });
 }
 
+/**
+ * 3c: the Open Inference Protocol's binary path against the application route's, on figure 3a's server and load: the
+ * same image as 3a's binary body, posted to /v2/models/{model}/infer (no Content-Type, as V2 clients send it) with
+ * binary_data_output, as a V2 client (tritonclient) asks for it: the logits come back as raw float32, where the route
+ * answers JSON. 3c*: the V2 request with the logits as JSON, for information. Three sides on one server, measured in
+ * the order A B C, then C B A; each side is the mean of its two rounds, which cancels a machine that drifts.
+ */
+async function figuresV2(): Promise<void> {
+    const model = path.join(out, 'resnet18.onnx');
+    fs.writeFileSync(model, resnet18());
+    const img = image();
+    const shape = [1, 3, 224, 224];
+    const sides = [
+        { name: 'route, binary body', path: '/resnet/predict', body: binaryBody('input', img.data, shape) },
+        { name: 'V2, binary in and out', path: '/v2/models/resnet-1x2/infer', body: binaryBody('input', img.data, shape, { parameters: { binary_data_output: true } }, {}) },
+        { name: 'V2, binary in, JSON out', path: '/v2/models/resnet-1x2/infer', body: binaryBody('input', img.data, shape, {}, {}) }
+    ].map((side) => ({ ...side, items: [] as number[], cpu: [] as CpuUse[] }));
+    console.log(`
+[3c] ResNet-18, the Open Inference Protocol's binary path against the route's: 2 rounds of ${CONNECTIONS} connections x ${T.cnn}s`);
+    await withServer('tsserve resnet, 1 replica x cpus 2', tsserve(serveYaml('resnet-1x2', 'resnet18.onnx', 1, THREADS)), async (s) => {
+        // the same numbers every way: the route's JSON, the V2 answer's raw float32, the V2 answer's JSON
+        const route = await answer(`${s.url}/resnet/predict`, sides[0].body, 'logits');
+        const [binary, json] = await Promise.all(sides.slice(1).map(async ({ path: p, body }) => {
+            const res = await fetch(`${s.url}${p}`, { method: 'POST', body: body.data, headers: body.headers });
+            const bytes = Buffer.from(await res.arrayBuffer());
+            return res.ok ? { bytes, headerLength: Number(res.headers.get('inference-header-content-length')) } : Promise.reject(new Error(`${p} answered ${res.status}: ${bytes.toString().slice(0, 300)}`));
+        }));
+        // the binary answer: its JSON header, then the logits as raw float32
+        const raw = binary.bytes.subarray(binary.headerLength);
+        const logits = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
+        const same = maxDiff(route, (JSON.parse(json.bytes.toString()) as { outputs: Array<{ data: number[] }> }).outputs[0].data) === 0 && maxDiff(route, logits) === 0;
+        checks.push(`resnet V2: the logits of the V2 answers (binary and JSON) and of the route ${same ? 'are the same numbers' : 'DIFFER (MISMATCH)'}`);
+        for (const round of [1, 2]) {
+            for (const side of round === 1 ? sides : [...sides].reverse()) {
+                const r = await rps(`resnet ${side.name}`, s, `${s.url}${side.path}`, side.body, CONNECTIONS, T.cnn, T.cnnWarm);
+                side.items.push(r.rps);
+                side.cpu.push(r.cpu);
+            }
+        }
+    });
+    const [route, binary, json] = sides;
+    figure({
+        id: '3c', name: 'ResNet-18 V2 binary in and out, 1 replica x cpus 2', unit: 'items/s', tsserve: mean(binary.items), baseline: mean(route.items),
+        baselineName: 'the route, binary body (3a)', target: { op: '>=', value: 0.97 }
+    }, worst(binary.cpu), worst(route.cpu));
+    figure({
+        id: '3c*', name: 'ResNet-18 V2 binary in, JSON out, 1 replica x cpus 2', unit: 'items/s', tsserve: mean(json.items), baseline: mean(route.items),
+        baselineName: 'the route, binary body (3a)'
+    }, worst(json.cpu), worst(route.cpu));
+}
+
 /** The raw baseline at these batch sizes, in this process; also the logits of the image alone. */
 async function rawPoints(model: string, item: Float32Array, batches: number[]): Promise<{ points: Array<RawPoint & { cpu: CpuUse }>; logits: Float32Array }> {
     console.log(`- raw onnxruntime-node in this process, intraOpNumThreads ${THREADS}, ${T.raw}s per batch size`);
@@ -387,6 +439,20 @@ async function figuresRolling(): Promise<void> {
     }
 }
 
+/** 8: a two-step pipeline route's p50 at one connection, against the client calling the two steps itself. */
+async function figuresCompose(): Promise<void> {
+    console.log(`\n[8] pipeline: a two-step pipeline route against the client calling the two deployments in turn, 1 connection, ${T.compose}s each`);
+    const cli = path.resolve(process.env.BENCH_CLI ?? path.join(root, 'dist', 'lib', 'cli.js'));
+    const r = await compose(root, path.join(out, 'compose'), cli, T.compose);
+    const idle = { server: 0, replicas: 0, bench: 0, other: 0 } as CpuUse;
+    figure({ id: '8', name: 'two-step pipeline p50, 1 connection', unit: 'ms', tsserve: r.pipelineP50Ms, baseline: r.manualP50Ms, baselineName: 'the client calling both steps', target: { op: '<=', value: 1 } }, idle);
+    checks.push(`pipeline: answers equal to the two steps by hand: ${r.equal ? 'yes' : 'NO'}; ${((r.pipelineP50Ms - r.manualP50Ms) / 2 * 1000).toFixed(0)} µs per step against the client's own calls (negative: the pipeline saves that much), ${r.n} requests a side`);
+    loads.push({ label: 'pipeline', ...r });
+    if (!r.equal) {
+        figures[figures.length - 1].pass = false;
+    }
+}
+
 /** 6: RSS of the front and every replica over a soak of mixed load: the end against the end of warm-up; and failures. */
 async function figuresSoak(): Promise<void> {
     const seconds = Number(process.env.BENCH_SOAK_S) || secs(600);
@@ -445,6 +511,9 @@ async function main(): Promise<void> {
     if (!only || only === 'cnn') {
         await figuresCnn();
     }
+    if (!only || only === 'v2') {
+        await figuresV2();
+    }
     if (!only || only === 'rolling') {
         await figuresRolling();
     }
@@ -453,6 +522,9 @@ async function main(): Promise<void> {
     }
     if (!only || only === 'scale') {
         await figuresScale();
+    }
+    if (!only || only === 'compose') {
+        await figuresCompose();
     }
     if (!only || only === 'soak') {
         await figuresSoak();

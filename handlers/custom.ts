@@ -46,6 +46,7 @@ export function custom(file: string, ctx: HandlerContext): Handler {
         responseSchema: user.responseSchema?.bind(user) ?? (() => Joi.any()),
         example: user.example?.bind(user) ?? (() => ({})),
         openapi: user.openapi?.bind(user),
+        querySchema: user.querySchema?.bind(user),
         parse: user.parse ? guard(name, user.parse.bind(user), 'BAD_REQUEST') as Handler['parse'] : (req, sig) => {
             const { error, value } = requestSchema(sig).validate(req.payload);
             if (error) {

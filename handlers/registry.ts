@@ -19,6 +19,8 @@ export interface Builtin {
      * top-level type ("image/*"). The handler refuses, with its own 415, the ones it cannot decode.
      */
     raw?: readonly string[];
+    /** it declares how a GET route's query string becomes its input (Handler.querySchema) */
+    query?: boolean;
 }
 
 /** Checks every entry against Builtin while keeping the names as a union of literals. */
@@ -26,7 +28,7 @@ const builtins = <Name extends string>(entries: Record<Name, Builtin>): Readonly
 
 export const registry = builtins({
     tensor: { factory: () => (require('./tensor') as typeof import('./tensor')).tensor },
-    text: { factory: () => (require('./text') as typeof import('./text')).text, options: text },
+    text: { factory: () => (require('./text') as typeof import('./text')).text, options: text, query: true },
     image: { factory: () => (require('./image') as typeof import('./image')).image, options: image, raw: ['image/*'] },
     audio: { factory: () => (require('./audio') as typeof import('./audio')).audio, options: audio, raw: ['audio/*'] }
 });

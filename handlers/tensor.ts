@@ -1,15 +1,36 @@
-// The generic tensor handler: named nested arrays in, named nested arrays out, rows batched.
+// The generic tensor handler: named nested arrays in, named nested arrays out, rows batched. It speaks the Open
+// Inference Protocol too: its requests' forms (JSON and the binary extension) on any route, and on the V2 routes its
+// answers' forms, written here in the replica (lib/oip-answer.ts) so that the front only forwards them.
 import Joi from 'joi';
 import { clip, fail, quote } from '../lib/errors';
-import { checkShape, dtypes, fromBytes, fromFlat, fromNested, shapeMismatch, showDims, toNested, sliceRows, concatRows } from '../lib/tensor';
+import { STRING, checkShape, fromBytes, fromFlat, fromNested, oipTypes, shapeMismatch, showDims, toNested, sliceRows, concatRows } from '../lib/tensor';
 import type { Feeds, Tensor } from '../lib/tensor';
 import { fixedBatch, type Signature, type TensorInfo } from '../lib/signature';
+import { checkOutputs, readInfer, type InferRequest } from '../lib/oip-request';
+import { answered, writeAnswer, type AnswerTo } from '../lib/oip-answer';
 import type { Handler, HandlerFactory, Parsed, RequestIn } from '../lib/handler';
 
-type Item = Feeds;
+/** A request's tensors, and for a request to a V2 route, what its answer is written for. */
+interface Item {
+    feeds: Feeds;
+    oip?: AnswerTo;
+}
+
+/**
+ * Whether a model has no batch dimension: its inputs' first dimensions are fixed and not all the same (the Open
+ * Inference Protocol's example model takes [2, 2] and [3]). Each of its requests then runs alone, fed as it is, and
+ * gets its outputs whole.
+ */
+function batchless(sig: Signature): boolean {
+    const firsts = new Set(sig.inputs.map((i) => i.dims[0]));
+    return firsts.size > 1 && [...firsts].every((d) => typeof d === 'number' && d >= 0);
+}
+
+/** a batchless model's requests: each its own batching key, so that none shares a batch */
+let alone = 0;
 
 function valueSchema(info: TensorInfo): Joi.Schema {
-    const leaf = info.type === 'bool' ? Joi.boolean() : /int/.test(info.type) ? Joi.number().integer() : Joi.number();
+    const leaf = info.type === 'bool' ? Joi.boolean() : info.type === STRING ? Joi.string() : /int/.test(info.type) ? Joi.number().integer() : Joi.number();
     let schema: Joi.Schema = leaf;
     for (let i = info.dims.length - 1; i >= 0; i--) {
         const d = info.dims[i];
@@ -25,7 +46,7 @@ function valueSchema(info: TensorInfo): Joi.Schema {
 function exampleValue(info: TensorInfo): unknown {
     const build = (depth: number): unknown => {
         if (depth === info.dims.length) {
-            return info.type === 'bool' ? false : 0;
+            return info.type === 'bool' ? false : info.type === STRING ? '' : 0;
         }
         const d = info.dims[depth];
         return Array.from({ length: typeof d === 'number' && d > 0 && depth > 0 ? d : 1 }, () => build(depth + 1));
@@ -46,7 +67,8 @@ export function check(feeds: Feeds, sig: Signature): Parsed<Item> {
     const symbols = new Map<string, number>();
     let rows = -1;
     const key: string[] = [];
-    const cap = fixedBatch(sig);
+    const single = batchless(sig);
+    const cap = single ? undefined : fixedBatch(sig);
     for (const info of sig.inputs) {
         const t = feeds[info.name];
         if (!t) {
@@ -56,7 +78,10 @@ export function check(feeds: Feeds, sig: Signature): Parsed<Item> {
             throw shapeMismatch(info.name, info.dims, t.dims, why);
         };
         checkShape(info.name, info.dims, t.dims);
-        if (rows >= 0 && t.dims[0] !== rows) {
+        if (info.type === STRING && (t.data as unknown as string[]).some((x) => x.includes('\0'))) {
+            throw fail('INPUT_DTYPE_MISMATCH', `input ${quote(info.name)} holds a NUL character, which would end its string in ONNX Runtime`, { input: info.name, expected: info.type });
+        }
+        if (rows >= 0 && t.dims[0] !== rows && !single) {
             mismatch(`: every input must have the same number of rows (${rows})`);
         }
         rows = t.dims[0];
@@ -74,48 +99,13 @@ export function check(feeds: Feeds, sig: Signature): Parsed<Item> {
         });
         key.push(t.dims.slice(1).join('x'));
     }
-    return { rows, key: key.join(';'), item: feeds };
+    return single ? { rows: 1, key: `alone#${alone++}`, item: { feeds } } : { rows, key: key.join(';'), item: { feeds } };
 }
 
-/** The Open Inference Protocol's binary extension: a JSON header, then raw little-endian tensors. */
-function parseBinary(body: Buffer, headerLength: number, sig: Signature): Feeds {
-    if (!(headerLength > 0 && headerLength <= body.length)) {
-        throw fail('INVALID_BODY', `Inference-Header-Content-Length must be between 1 and the body length (${body.length})`);
-    }
-    let header: unknown;
-    try {
-        header = JSON.parse(body.subarray(0, headerLength).toString('utf8'));
-    }
-    catch {
-        throw fail('INVALID_JSON', 'the inference header is not valid JSON');
-    }
-    let at = headerLength;
-    return parseOip(header, sig, (n) => {
-        const bytes = body.subarray(at, at + n);
-        at += n;
-        return bytes;
-    });
-}
-
-const oipTypes = new Map(Object.entries(dtypes).map(([k, v]) => [v.oip, k]));
-
-const oipInput = Joi.object({
-    name: Joi.string().required(),
-    shape: Joi.array().items(Joi.number().integer().min(0)).required(),
-    datatype: Joi.string().valid(...oipTypes.keys()).required(),
-    data: Joi.array(),
-    parameters: Joi.object({ binary_data_size: Joi.number().integer().min(0) }).unknown(true)
-}).unknown(true);
-
-const oipRequest = Joi.object({ inputs: Joi.array().items(oipInput).min(1).required() }).unknown(true);
-
-function parseOip(body: unknown, sig: Signature, bytes?: (n: number) => Buffer): Feeds {
-    const { error, value } = oipRequest.validate(body);
-    if (error) {
-        throw fail('INVALID_BODY', clip(error.message));
-    }
+/** An Open Inference Protocol request's inputs (lib/oip-request.ts) as the model's feeds: names, datatypes, shapes. */
+function oipFeeds(request: InferRequest, sig: Signature): Feeds {
     const feeds: Feeds = {};
-    for (const input of value.inputs as Array<{ name: string; shape: number[]; datatype: string; data?: unknown; parameters?: { binary_data_size?: number } }>) {
+    for (const input of request.inputs) {
         const type = oipTypes.get(input.datatype) as string;
         const info = inputInfo(sig, input.name);
         if (info.type !== type) {
@@ -123,10 +113,7 @@ function parseOip(body: unknown, sig: Signature, bytes?: (n: number) => Buffer):
         }
         // The shape against the model first; then (fromBytes, fromFlat) against the data sent, before anything is allocated.
         checkShape(input.name, info.dims, input.shape);
-        const n = input.parameters?.binary_data_size;
-        feeds[input.name] = bytes && n !== undefined
-            ? fromBytes(bytes(n), type, input.shape, input.name)
-            : fromFlat(input.data, type, input.shape, input.name);
+        feeds[input.name] = input.bytes ? fromBytes(input.bytes, type, input.shape, input.name) : fromFlat(input.data, type, input.shape, input.name);
     }
     return feeds;
 }
@@ -171,12 +158,17 @@ export const tensor: HandlerFactory<Item> = () => {
             if (req.contentType !== 'application/json' && req.contentType !== 'application/octet-stream') {
                 throw fail('UNSUPPORTED_MEDIA_TYPE', `the tensor handler takes application/json or application/octet-stream (Open Inference Protocol binary), not ${clip(req.contentType)}`);
             }
-            if (Buffer.isBuffer(req.payload)) {
-                return check(parseBinary(req.payload, Number(headerLength), sig), sig);
+            if (req.oip) {
+                // a V2 route's: answered in the protocol's form, with the outputs it asks for
+                const request = readInfer(req.payload, headerLength);
+                checkOutputs(request, sig.outputs.map((o) => o.name));
+                const parsed = check(oipFeeds(request, sig), sig);
+                const { id, outputs, binary } = request;
+                return { ...parsed, item: { feeds: parsed.item.feeds, oip: { ...req.oip, id, outputs, binary } } };
             }
             const inputs = (req.payload as { inputs?: unknown } | null)?.inputs;
-            if (Array.isArray(inputs) && inputs.length && !Array.isArray(inputs[0]) && typeof inputs[0] === 'object') {
-                return check(parseOip(req.payload, sig), sig);
+            if (Buffer.isBuffer(req.payload) || (Array.isArray(inputs) && inputs.length && !Array.isArray(inputs[0]) && typeof inputs[0] === 'object')) {
+                return check(oipFeeds(readInfer(req.payload, headerLength), sig), sig);
             }
             if (inputs === undefined || inputs === null) {
                 throw fail('INVALID_BODY', 'the body must be {"inputs": {"<input name>": <nested array>}}');
@@ -200,21 +192,25 @@ export const tensor: HandlerFactory<Item> = () => {
         },
 
         preprocess(items, sig) {
-            const pad = fixedBatch(sig) ?? 0;
-            return Object.fromEntries(sig.inputs.map((i) => [i.name, concatRows(items.map((it) => it[i.name]), pad)]));
+            // a batchless model's request runs alone, as it is
+            const pad = batchless(sig) ? 0 : fixedBatch(sig) ?? 0;
+            return Object.fromEntries(sig.inputs.map((i) => [i.name, concatRows(items.map((it) => it.feeds[i.name]), pad)]));
         },
 
         postprocess(all, items, sig) {
-            const outputs = options.outputs ? Object.fromEntries(options.outputs.map((name) => [name, all[name]])) : all;
-            const rows = items.reduce((n, it) => n + it[sig.inputs[0].name].dims[0], 0);
-            const padded = Math.max(rows, fixedBatch(sig) ?? 0);
+            const names = options.outputs ?? Object.keys(all);
+            const rowsOf = (it: Item) => it.feeds[sig.inputs[0].name].dims[0];
+            // outputs whose first dimension is the batch's are split by rows; any other goes whole to every request
+            const padded = batchless(sig) ? -1 : Math.max(items.reduce((n, it) => n + rowsOf(it), 0), fixedBatch(sig) ?? 0);
             let from = 0;
             return items.map((it) => {
-                const n = it[sig.inputs[0].name].dims[0];
-                const out = Object.fromEntries(Object.entries(outputs).map(([name, t]: [string, Tensor]) =>
-                    [name, t.dims[0] === padded ? toNested(sliceRows(t, from, n)) : toNested(t)]));
+                const n = rowsOf(it);
+                const mine = (t: Tensor) => t.dims[0] === padded ? sliceRows(t, from, n) : t;
+                const answer = it.oip
+                    ? writeAnswer(it.oip, answered(it.oip, names).map(({ name, binary }) => ({ name, tensor: mine(all[name]), binary })))
+                    : { outputs: Object.fromEntries(names.map((name) => [name, toNested(mine(all[name]))])) };
                 from += n;
-                return { outputs: out };
+                return answer;
             });
         },
 

@@ -5,8 +5,11 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import yaml from 'js-yaml';
 import * as Schemas from '../schemas/serve';
-import { isModule } from '../handlers/registry';
+import { isBuiltin, isModule, registry } from '../handlers/registry';
+import { callIssues } from './call-graph';
+import { stepName, template } from './pipeline';
 import { modelContent, modelFile } from './model-files';
+import { checkModelFolder } from './model-folder';
 import { DigestCache } from './digests';
 import { substitute } from './env';
 import { readKeys } from './auth';
@@ -87,6 +90,7 @@ function crossCheck(config: ServeConfig): ConfigIssue[] {
         const deployments = apps.flatMap((app, a) => app.deployments.map((d, i) => ({ v2: modelName(app.name, d, app.deployments.length), at: ['applications', a, 'deployments', i, d.model_name === undefined ? 'name' : 'model_name'] })));
         issues.push(...repeats(deployments, (d) => JSON.stringify(d.v2), (i) => deployments[i].at, 'the Open Inference Protocol model name'));
     }
+    issues.push(...callIssues(config).map((i) => ({ path: formatPath(i.at), message: i.message })));
     const prefixes = new Set<string>();
     const urls = new Map<string, number>();
     apps.forEach((app, a) => {
@@ -105,8 +109,23 @@ function crossCheck(config: ServeConfig): ConfigIssue[] {
         const ingress = app.deployments.filter((d) => d.ingress);
         if (app.routes) {
             app.routes.forEach((r, i) => {
-                if (!names.has(r.deployment)) {
-                    issues.push({ path: formatPath(['applications', a, 'routes', i, 'deployment']), message: `"${r.deployment}" is not a deployment of application "${app.name}" (expected one of: ${[...names].join(', ')})` });
+                const steps = r.pipeline ? r.pipeline.map((step, k) => ({ name: stepName(step), at: ['pipeline', k, ...typeof step === 'string' ? [] : ['deployment']] })) : [{ name: r.deployment as string, at: ['deployment'] }];
+                for (const step of steps) {
+                    if (!names.has(step.name)) {
+                        issues.push({ path: formatPath(['applications', a, 'routes', i, ...step.at]), message: `"${step.name}" is not a deployment of application "${app.name}" (expected one of: ${[...names].join(', ')})` });
+                    }
+                }
+                r.pipeline?.forEach((step, k) => {
+                    try {
+                        template(typeof step === 'string' ? undefined : step.input);
+                    }
+                    catch (err) {
+                        issues.push({ path: formatPath(['applications', a, 'routes', i, 'pipeline', k, 'input']), message: (err as Error).message });
+                    }
+                });
+                const first = app.deployments.find((d) => d.name === steps[0].name);
+                if (r.method === 'GET' && first && isBuiltin(first.handler) && !registry[first.handler].query) {
+                    issues.push({ path: formatPath(['applications', a, 'routes', i, 'method']), message: `a GET route takes its input from the query string, and the ${first.handler} handler of "${first.name}" takes none (the text handler does: ?text=...)` });
                 }
             });
         }
@@ -117,8 +136,13 @@ function crossCheck(config: ServeConfig): ConfigIssue[] {
     return issues;
 }
 
+/** How a config is loaded: `keys: false` leaves auth's key sources unread (their digests empty), for `tsserve k8s`. */
+export interface LoadOptions {
+    keys?: boolean;
+}
+
 /** Validates an already-parsed document; `base` is the folder that relative model paths resolve against. */
-export function validate(doc: unknown, base: string, file = '<inline>'): ServeConfig {
+export function validate(doc: unknown, base: string, file = '<inline>', options: LoadOptions = {}): ServeConfig {
     // A copy: validation fills defaults and freezes, and the caller's document stays theirs.
     const { error, value } = Schemas.serve.validate(structuredClone(doc ?? {}), { abortEarly: false, convert: true });
     if (error) {
@@ -130,7 +154,13 @@ export function validate(doc: unknown, base: string, file = '<inline>'): ServeCo
         d.logging_config = { ...config.logging_config, ...d.logging_config };
         d.model.path = path.resolve(base, d.model.path);
         try {
-            modelFile(d.model);
+            // a multiplexed deployment's model.path is a folder of models (lib/model-folder.ts)
+            if (d.multiplex) {
+                checkModelFolder(d.model);
+            }
+            else {
+                modelFile(d.model);
+            }
         }
         catch (err) {
             issues.push({ path: formatPath(['applications', a, 'deployments', i, 'model', 'path']), message: (err as Error).message });
@@ -142,7 +172,9 @@ export function validate(doc: unknown, base: string, file = '<inline>'): ServeCo
             }
         }
     }));
-    issues.push(...readAuth(config, base));
+    if (options.keys !== false) {
+        issues.push(...readAuth(config, base));
+    }
     if (config.max_cpus !== undefined && configuredCpus(config) > config.max_cpus) {
         issues.push({ path: 'max_cpus', message: `${config.max_cpus} CPUs are fewer than the ${configuredCpus(config)} that the configured replicas take (num_replicas, or initial_replicas, times resources.cpus)` });
     }
@@ -170,7 +202,7 @@ function readAuth(config: ServeConfig, base: string): ConfigIssue[] {
     return issues;
 }
 
-export function parse(text: string, base: string, file = '<inline>'): ServeConfig {
+export function parse(text: string, base: string, file = '<inline>', options: LoadOptions = {}): ServeConfig {
     let doc: unknown;
     try {
         doc = yaml.load(text, { filename: file });
@@ -182,18 +214,18 @@ export function parse(text: string, base: string, file = '<inline>'): ServeConfi
     if (issues.length) {
         throw new ConfigError(file, issues.map((i) => ({ path: formatPath(i.at), message: i.message })));
     }
-    return validate(value, base, file);
+    return validate(value, base, file, options);
 }
 
-export function load(file: string): ServeConfig {
-    return loadFile(file).config;
+export function load(file: string, options: LoadOptions = {}): ServeConfig {
+    return loadFile(file, options).config;
 }
 
 /**
  * load(), with the bytes the config was parsed from, read once: what a watcher takes for the running file is then
  * what was validated, not the file read again a moment later (a save in between would pass for applied).
  */
-export function loadFile(file: string): { config: ServeConfig; text: Buffer } {
+export function loadFile(file: string, options: LoadOptions = {}): { config: ServeConfig; text: Buffer } {
     const abs = path.resolve(file);
     let text: Buffer;
     try {
@@ -202,7 +234,7 @@ export function loadFile(file: string): { config: ServeConfig; text: Buffer } {
     catch (err) {
         throw new ConfigError(abs, [{ path: '', message: `cannot read file: ${(err as Error).message}` }]);
     }
-    return { config: parse(text.toString('utf8'), path.dirname(abs), abs), text };
+    return { config: parse(text.toString('utf8'), path.dirname(abs), abs, options), text };
 }
 
 /** JSON with sorted keys, so that the order fields were written in does not matter. */
@@ -221,11 +253,12 @@ const sha256 = (data: string | Buffer): string => crypto.createHash('sha256').up
 /**
  * The content of a deployment's model (its file, or every file of its folder) and of its handler module when it
  * has its own, so that a file replaced in place is a new version. Each file is read through `files` (lib/digests.ts):
- * asynchronously, and only when it changed since that cache last read it.
+ * asynchronously, and only when it changed since that cache last read it. A multiplexed deployment's folder of models
+ * is not part of its version: a model added, removed or changed there is served as it is (lib/model-folder.ts).
  */
 export async function contentDigest(d: DeploymentConfig, files = new DigestCache()): Promise<string> {
     const hash = crypto.createHash('sha256');
-    for (const file of [...modelContent(d.model), ...(isModule(d.handler) ? [d.handler] : [])]) {
+    for (const file of [...d.multiplex ? [] : modelContent(d.model), ...(isModule(d.handler) ? [d.handler] : [])]) {
         hash.update(path.relative(d.model.path, file)).update('\0').update(await files.digest(file));
     }
     return hash.digest('hex');

@@ -2,6 +2,7 @@
 import { Deployment } from './deployment';
 import { digestKey, joinPath, version } from './config';
 import { CpuBudget, cpuBudget } from './cpu-budget';
+import { stepName, template, type Step } from './pipeline';
 import type { DeploymentConfig, ServeConfig } from '../schemas/serve';
 import type { ControllerStatus } from './status';
 
@@ -9,7 +10,10 @@ export interface Route {
     method: string;
     path: string;
     app: string;
+    /** the deployment that takes the request (a pipeline's first step) */
     deployment: Deployment;
+    /** a pipeline route's steps, the first of them `deployment` (lib/pipeline.ts) */
+    steps?: Step[];
 }
 
 /** What one apply() did, by deployment id. */
@@ -24,7 +28,7 @@ export interface Changes {
 }
 
 /** Fields whose change needs new replica processes; any other field is applied in place. */
-const rollingFields = ['model', 'handler', 'options', 'resources'] as const;
+const rollingFields = ['model', 'handler', 'options', 'resources', 'multiplex'] as const;
 
 const needsRestart = (a: DeploymentConfig, b: DeploymentConfig): boolean =>
     rollingFields.some((f) => JSON.stringify(a[f]) !== JSON.stringify(b[f]));
@@ -62,7 +66,7 @@ export class Controller {
             const v = version(d, digest);
             const current = this.deployments.get(id);
             if (!current) {
-                const dep = new Deployment(app.name, d, v, digest, this.budget);
+                const dep = new Deployment(app.name, d, v, digest, this.budget, (target) => this.deployments.get(target));
                 wanted.set(id, dep);
                 await dep.start();
                 changes.added.push(id);
@@ -156,7 +160,7 @@ export class Controller {
                 name: app.name,
                 route_prefix: app.route_prefix,
                 routes: [...this.routes.values()].flatMap((m) => [...m.values()]).filter((r) => r.app === app.name)
-                    .map((r) => ({ method: r.method, path: r.path, deployment: r.deployment.config.name })),
+                    .map((r) => ({ method: r.method, path: r.path, deployment: r.deployment.config.name, ...r.steps && { pipeline: r.steps.map((s) => s.deployment.config.name) } })),
                 deployments: app.deployments.map((d) => (this.deployments.get(`${app.name}/${d.name}`) as Deployment).status())
             }))
         };
@@ -170,7 +174,10 @@ function routesOf(config: ServeConfig, deployments: Map<string, Deployment>): Ma
         for (const r of declared) {
             const path = joinPath(app.route_prefix, r.path);
             const byMethod = routes.get(path) ?? new Map<string, Route>();
-            byMethod.set(r.method, { method: r.method, path, app: app.name, deployment: deployments.get(`${app.name}/${r.deployment}`) as Deployment });
+            const of = (name: string) => deployments.get(`${app.name}/${name}`) as Deployment;
+            const steps = r.pipeline?.map((step): Step => typeof step === 'string' || step.input === undefined
+                ? { deployment: of(stepName(step)) } : { deployment: of(step.deployment), input: template(step.input) });
+            byMethod.set(r.method, { method: r.method, path, app: app.name, deployment: steps ? steps[0].deployment : of(r.deployment as string), steps });
             routes.set(path, byMethod);
         }
     }

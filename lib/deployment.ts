@@ -13,8 +13,13 @@ import { snapshots, type Snapshot } from './snapshot';
 import { fail } from './errors';
 import { create as createHandler } from '../handlers';
 import { modelFiles } from './model-files';
+import { folderModels } from './model-folder';
+import { Multiplexer } from './multiplex';
 import type { Signature } from './signature';
-import type { ReplicaSpec } from './messages';
+import { runCall } from './calls';
+import { callTarget } from './call-graph';
+import type { Body, FromWorker, ReplicaSpec } from './messages';
+import type { V2Model } from './oip-answer';
 import type { Handler, RequestIn } from './handler';
 import type { DeploymentConfig } from '../schemas/serve';
 import type { DeploymentStatus } from './status';
@@ -22,7 +27,9 @@ import type { DeploymentStatus } from './status';
 /** The front process's instance of a deployment's handler: it parses requests and describes them in OpenAPI. */
 function frontHandler(config: DeploymentConfig): Handler {
     try {
-        return createHandler(config.handler, { options: config.options, model: modelFiles(config.model) });
+        // a multiplexed deployment's models are of one kind: the front's handler is made for the first of its folder
+        const model = config.multiplex ? { ...config.model, path: (folderModels(config.model)[0] as { path: string }).path } : config.model;
+        return createHandler(config.handler, { options: config.options, model: modelFiles(model) });
     }
     catch (err) {
         // The replicas fail the same way and say so in status; requests get the reason meanwhile.
@@ -35,10 +42,14 @@ function frontHandler(config: DeploymentConfig): Handler {
     }
 }
 
-/** What one version's replicas share: the copy of its files they load, and how long its batches take. */
+/**
+ * What one version's replicas share: the copy of its files they load, how long its batches take, and a multiplexed
+ * deployment's folder of models and what its replicas hold (lib/multiplex.ts).
+ */
 interface Running {
     snapshot: Snapshot;
     runTimes: RunTimes;
+    multiplexer?: Multiplexer;
 }
 
 export class Deployment {
@@ -75,8 +86,9 @@ export class Deployment {
     private replacing = false;
 
     /** `budget`: the CPUs that the autoscaler may grow into, shared by every deployment (lib/cpu-budget.ts) */
+    /** `find`: another deployment by id, for the calls its handler makes (lib/calls.ts) */
     constructor(public readonly app: string, public config: DeploymentConfig, public version: string, public modelDigest: string,
-        private readonly budget = new CpuBudget()) {
+        private readonly budget: CpuBudget, private readonly find: (id: string) => Deployment | undefined) {
         this.handler = frontHandler(config);
         this.autoscaler = config.autoscaling_config && new Autoscaler(config.autoscaling_config);
     }
@@ -105,6 +117,11 @@ export class Deployment {
         return `${this.app}/${this.config.name}`;
     }
 
+    /** a multiplexed deployment's running version's models: its folder, its replicas' caches (lib/multiplex.ts) */
+    get multiplexer(): Multiplexer | undefined {
+        return this.running?.multiplexer;
+    }
+
     get signature(): Signature | undefined {
         return this.replicas.find((r) => r.signature)?.signature ?? this.lastSignature;
     }
@@ -121,7 +138,15 @@ export class Deployment {
 
     /** What a version's replicas will share, starting with the snapshot of its files (lib/snapshot.ts). */
     private async prepare(config: DeploymentConfig, version: string): Promise<Running> {
-        return { snapshot: await snapshots.take(this.id, version, config), runTimes: new RunTimes() };
+        const multiplexer = config.multiplex && new Multiplexer(this.id, config, () => this.replicas);
+        await multiplexer?.open();
+        return { snapshot: await snapshots.take(this.id, version, config), runTimes: new RunTimes(), multiplexer };
+    }
+
+    /** A version's replicas are all gone: its snapshot goes, and a multiplexed one's folder is no longer watched. */
+    private async release({ snapshot, multiplexer }: Running): Promise<void> {
+        multiplexer?.close();
+        await snapshots.remove(snapshot);
     }
 
     /**
@@ -194,13 +219,16 @@ export class Deployment {
     }
 
     /** A replica's spec: the deployment's config, loading from the version's snapshot. */
-    private spec(config: DeploymentConfig, id: string, { snapshot }: Running): ReplicaSpec {
-        return { ...config, id, model: snapshot.model, snapshot: { dir: snapshot.dir, source: config.model.path, handler: snapshot.handler } };
+    private spec(config: DeploymentConfig, id: string, { snapshot, multiplexer }: Running): ReplicaSpec {
+        const spec = { ...config, id, model: snapshot.model, snapshot: { dir: snapshot.dir, source: config.model.path, handler: snapshot.handler } };
+        // a multiplexed deployment's replica starts with a model of its folder
+        return multiplexer ? multiplexer.spec(spec) : spec;
     }
 
     /** A new replica, serving as soon as it is ready; `started` says whether its first start succeeded. */
     private addReplica(config: DeploymentConfig, version: string, running: Running): { replica: Replica; started: Promise<boolean> } {
         const r = new Replica(this.spec(config, `${this.id}#${this.replicaCount++}`, running), version, running.runTimes);
+        running.multiplexer?.attach(r);
         this.replicas.push(r);
         const t0 = performance.now();
         r.once('ready', () => this.lastStartS = (performance.now() - t0) / 1000);
@@ -209,6 +237,7 @@ export class Deployment {
         r.on('alive', () => this.scheduler.pump());
         r.on('ready', () => this.events.emit('replica', r, true));
         r.on('exit', () => this.events.emit('replica', r, false));
+        r.on('call', (call: Extract<FromWorker, { type: 'call' }>) => void runCall(this, call, this.find).then((answer) => r.answer(answer)));
         r.start();
         const started = new Promise<boolean>((resolve) => {
             r.once('ready', () => resolve(true));
@@ -274,7 +303,7 @@ export class Deployment {
             if (ok.includes(false)) {
                 const why = batch.map((b) => b.replica.lastError).find(Boolean);
                 await this.retire(fresh);
-                await snapshots.remove(running.snapshot);
+                await this.release(running);
                 await this.grow(this.targetReplicas - this.replicas.length);
                 this.replacing = false;
                 return `new version ${version} failed to start (${why}); version ${this.version} keeps serving`;
@@ -282,7 +311,7 @@ export class Deployment {
             await this.retire(old.splice(0, step));
         }
         await this.retire(old);
-        await snapshots.remove(this.running.snapshot);
+        await this.release(this.running);
         Object.assign(this, { config, version, modelDigest, handler: frontHandler(config), running, lastSignature: undefined, replacing: false });
         this.autoscale(config);
         if (this.autoscaler) {
@@ -293,9 +322,12 @@ export class Deployment {
 
     /**
      * Front door: check the request against the model (the handler's parse) and hand it to the scheduler; resolves
-     * with its JSON body.
+     * with its JSON body. A request to an Open Inference Protocol route (`oip` set, lib/oip.ts) may be answered in its
+     * binary extension instead.
      */
-    handle(req: RequestIn, timeoutMs: number, client?: Client, trace?: Trace): Promise<string> {
+    handle(req: RequestIn & { oip: V2Model }, timeoutMs: number, client?: Client, trace?: Trace): Promise<Body>;
+    handle(req: RequestIn, timeoutMs: number, client?: Client, trace?: Trace): Promise<string>;
+    handle(req: RequestIn, timeoutMs: number, client?: Client, trace?: Trace): Promise<Body> {
         // Scaled to zero: this request starts a replica, and waits in the queue for it.
         const woke = this.autoscaler?.wake(Date.now());
         if (woke) {
@@ -314,7 +346,9 @@ export class Deployment {
             const why = [`deployment "${this.id}" has no replica ready`, ...this.replicas.map((r) => r.lastError).filter(Boolean).slice(0, 1)];
             return Promise.reject(fail('REPLICA_UNAVAILABLE', why.join(': ')));
         }
-        return this.scheduler.submit(this.handler.parse(req, sig), timeoutMs, client, trace);
+        // a multiplexed deployment's request names one of its models (400 or 404 if not), before its body is looked at
+        const model = this.running.multiplexer?.model(req.headers);
+        return this.scheduler.submit(this.handler.parse(req, sig), timeoutMs, client, trace, model);
     }
 
     /** Resolves with what is left of timeoutMs at the next event (see `events`); REQUEST_TIMEOUT if none comes within it. */
@@ -357,7 +391,7 @@ export class Deployment {
         // stopped while its start prepares: start() then starts no replica
         await this.prepared;
         await this.retire(this.replicas);
-        await snapshots.remove(this.running.snapshot);
+        await this.release(this.running);
         this.budget.leave(this);
         this.events.emit('stopped');
     }
@@ -378,12 +412,14 @@ export class Deployment {
         return {
             name: this.config.name, status, version: this.version, handler: this.config.handler, model: this.config.model,
             target_replicas: target, running_replicas: running, replicas_by_version: byVersion, queued_requests: this.queued, traffic: this.traffic.summary(),
+            ...(this.config.calls.length && { calls: this.config.calls.map((ref) => callTarget(this.app, ref)) }),
             ...(a && {
                 autoscaling: {
                     target_replicas: target, pending_replicas: this.pendingReplicas, ongoing_requests: +a.ongoing.toFixed(3), scaled_from_zero: this.fromZero,
                     last_replica_start_s: this.lastStartS, last_decision: last && { ...last, at: new Date(last.at).toISOString() }
                 }
             }),
+            ...(this.running?.multiplexer && { multiplex: this.running.multiplexer.status() }),
             last_error: lastError, replicas: this.replicas.map((r) => r.status())
         };
     }

@@ -21,6 +21,7 @@ export const catalogue = {
     MODEL_ERROR: { status: 500, message: 'The model failed on this input' },
     HANDLER_ERROR: { status: 500, message: 'The handler failed on this input' },
     REPLICA_CRASHED: { status: 500, message: 'The replica died twice while running this request' },
+    PIPELINE_ERROR: { status: 500, message: 'A step of the pipeline could not take the previous step\'s answer' },
     QUEUE_FULL: { status: 503, message: 'Deployment queue is full' },
     REPLICA_UNAVAILABLE: { status: 503, message: 'No replica of this deployment is available' },
     REQUEST_TIMEOUT: { status: 504, message: 'Request timed out' }

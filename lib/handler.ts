@@ -5,6 +5,8 @@ import type Joi from 'joi';
 import type { Feeds } from './tensor';
 import type { Signature } from './signature';
 import type { ModelFiles } from './model-files';
+import type { V2Model } from './oip-answer';
+import type { DeploymentHandle } from './handle';
 
 /** A request after the front door has checked it: its rows, its batching key and what the replica needs. */
 export interface Parsed<Item> {
@@ -20,12 +22,23 @@ export interface RequestIn {
     headers: IncomingHttpHeaders;
     /** the body's media type as the client sent it, without parameters ("image/png"); application/json when none */
     contentType: string;
+    /**
+     * Set on a request to an Open Inference Protocol route (lib/oip.ts): the model it names, and the handler answers
+     * in the protocol's form (the tensor handler does; lib/oip-answer.ts)
+     */
+    oip?: V2Model;
 }
 
 /** Everything a handler is made from: its deployment's options (validated, defaults filled) and the model's files. */
 export interface HandlerContext {
     options: Record<string, unknown>;
     model: ModelFiles;
+    /**
+     * In a replica: a handle on another deployment, which this one declares in serve.yaml (`calls:`), by name (its
+     * own application's) or as application/name; its call() goes through the target's own queue (lib/handle.ts).
+     * Absent in the front process, where handlers only parse.
+     */
+    deployment?(name: string): DeploymentHandle;
 }
 
 /** OpenAPI extras for a route: non-JSON request bodies (by media type) and header parameters. */
@@ -46,6 +59,11 @@ export interface Handler<Item = unknown> {
     example(sig: Signature): unknown;
     /** non-JSON bodies and headers the route takes, for OpenAPI */
     openapi?(sig: Signature): OpenApiExtras;
+    /**
+     * A GET route's input: the schema of its query string, whose validated value is then the request's body (the text
+     * handler's: {text, text_pair}). Without it, the handler takes no GET route.
+     */
+    querySchema?(): Joi.ObjectSchema;
     /** front door (HTTP process): check a request and count its rows; throws Boom 4xx. Keep it cheap: decoding belongs in preprocess */
     parse(req: RequestIn, sig: Signature): Parsed<Item>;
     /** replica process, once before the first batch: load what preprocess needs (a tokenizer, say) */

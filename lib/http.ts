@@ -18,7 +18,9 @@ import { requestId } from './request-id';
 import { countError, countRequest, inFlight, metrics, registry, watchSources } from './metrics';
 import { bytesIn, logAccess } from './access-log';
 import { oipRoutes, v2Prefix } from './oip';
+import { runPipeline } from './pipeline';
 import type { Controller, Route } from './controller';
+import type { Deployment } from './deployment';
 import type { ConfigWatcher } from './watcher';
 import type { Status } from './status';
 import type { AuthConfig, KeySource, LoggingConfig } from '../schemas/serve';
@@ -145,6 +147,19 @@ function readiness(controller: Controller, app?: string): { ready: true } {
         throw fail('REPLICA_UNAVAILABLE', why.tsserve === 'shutting down' ? 'tsserve is shutting down' : `not ${what} has a replica running; see /-/status`, { not_ready: why });
     }
     return { ready: true };
+}
+
+/** A GET request's input: its query string, checked against the handler's querySchema(); what that makes of it is the body. */
+function queryInput(deployment: Deployment, query: Record<string, unknown>): unknown {
+    const schema = deployment.handler.querySchema?.();
+    if (!schema) {
+        throw fail('METHOD_NOT_ALLOWED', `the handler of deployment "${deployment.id}" takes no input from a query string: send a POST`);
+    }
+    const { error, value } = schema.validate(query);
+    if (error) {
+        throw fail('INVALID_BODY', `query string: ${clip(error.message, 300)}`);
+    }
+    return value;
 }
 
 export function createServer(controller: Controller, watcher: ConfigWatcher, options: HttpOptions): Hapi.Server {
@@ -326,8 +341,13 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 // hapi's 'disconnect' fires only while the body is still arriving; a client that hangs up
                 // while its request waits in the queue closes the response before it is written.
                 request.app.route = route;
-                const req = { payload: request.payload, headers: request.raw.req.headers, contentType: request.app.contentType };
-                const body = await route.deployment.handle(req, options.requestTimeoutMs, request.raw.res, request.app);
+                // a GET route's input is its query string, as the handler declares it (lib/handler.ts, querySchema)
+                const req = method === 'GET'
+                    ? { payload: queryInput(route.deployment, request.query), headers: request.raw.req.headers, contentType: 'application/json' }
+                    : { payload: request.payload, headers: request.raw.req.headers, contentType: request.app.contentType };
+                const body = route.steps
+                    ? await runPipeline(route.steps, req, options.requestTimeoutMs, request.raw.res, request.app)
+                    : await route.deployment.handle(req, options.requestTimeoutMs, request.raw.res, request.app);
                 return h.response(body).type('application/json');
             }
         }

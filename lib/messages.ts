@@ -2,6 +2,8 @@
 // so typed arrays and Buffers cross as they are). Both sides import these types; nothing else crosses.
 import type { WireError } from './errors';
 import type { Signature } from './signature';
+import type { CacheReport } from './model-cache';
+import type { ModelRef } from './model-folder';
 import type { DeploymentConfig, LoggingConfig } from '../schemas/serve';
 
 /**
@@ -18,11 +20,34 @@ export interface ReplicaSpec extends DeploymentConfig {
         /** the copy of its handler module (`handler` names the original), when it has one of its own */
         handler?: string;
     };
+    /** a multiplexed deployment's: the model of its folder that the replica starts with, `model.path` (lib/multiplex.ts) */
+    start_model?: ModelRef;
+}
+
+/**
+ * An answer's body as a replica writes it: JSON text, or an answer in the Open Inference Protocol's binary extension
+ * (lib/oip-answer.ts).
+ */
+export type Body = string | BinaryBody;
+
+/** The binary extension's answer: its JSON header (`header_length` bytes), then the outputs' bytes, as one. */
+export interface BinaryBody {
+    header_length: number;
+    bytes: Uint8Array;
 }
 
 export type ToWorker =
-    /** `request_ids`: the id of each item's request, for the replica's log lines about the batch */
-    | { type: 'batch'; id: number; items: unknown[]; request_ids?: string[] }
+    /**
+     * `request_ids`: the id of each item's request, for the replica's log lines about the batch and for the calls its
+     * handler makes; `deadlines_ms`: what is left of each item's request timeout as the batch leaves (sent to a
+     * deployment that declares `calls`, whose calls carry it); `model`: a multiplexed deployment's model, which every
+     * request of the batch names (lib/multiplex.ts)
+     */
+    | { type: 'batch'; id: number; items: unknown[]; request_ids?: string[]; deadlines_ms?: number[]; model?: ModelRef }
+    /** a multiplexed deployment's models that left its folder: the replica drops those it holds */
+    | { type: 'unload'; ids: string[] }
+    /** the answer to the replica's call `id` (lib/calls.ts): the target's JSON body, or its error */
+    | { type: 'called'; id: number; body?: string; error?: WireError }
     /** `sent` (performance.now() in the front process) comes back with the pong: when the worker was known alive */
     | { type: 'ping'; sent: number }
     | { type: 'reconfigure'; user_config: Record<string, unknown> }
@@ -35,6 +60,14 @@ export type FromWorker =
     | { type: 'ready'; signature: Signature; backend: string; notice?: string; load_s: number }
     | { type: 'failed'; message: string }
     /** `stages`: seconds the batch took in preprocess, inference and postprocess (as far as it got) */
-    | { type: 'result'; id: number; bodies?: string[]; error?: WireError; stages: [number, number, number] }
+    | { type: 'result'; id: number; bodies?: Body[]; error?: WireError; stages: [number, number, number] }
     | { type: 'pong'; sent: number }
+    /** a multiplexed deployment's replica: the models it holds now, after a load, evictions or a drop (lib/model-cache.ts) */
+    | ({ type: 'models' } & CacheReport)
+    /**
+     * A call from the replica's handler to another deployment (lib/handle.ts): `target` as the handler named it, its
+     * JSON body (or raw bytes), the request id(s) it is for and the ms left of their deadline; `model`: the model of a
+     * multiplexed target (its serve_multiplexed_model_id)
+     */
+    | { type: 'call'; id: number; target: string; body: unknown; request_id?: string; timeout_ms: number; model?: string }
     | { type: 'reconfigured'; error?: string };

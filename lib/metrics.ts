@@ -47,6 +47,9 @@ const stageTime = new client.Histogram({ name: 'tsserve_deployment_replica_stage
 const errors = new client.Counter({ name: 'tsserve_deployment_errors_total', help: 'Requests to a deployment answered with an error, by its code', labelNames: [...dep, 'code'], registers });
 const replicaStart = new client.Histogram({ name: 'tsserve_replica_start_seconds', help: 'Time from a replica process\'s start to its readiness', labelNames: dep, buckets: slow, registers });
 const modelLoad = new client.Histogram({ name: 'tsserve_replica_model_load_seconds', help: 'Time a replica took to load its model and handler, and warm up', labelNames: dep, buckets: slow, registers });
+const modelLoads = new client.Counter({ name: 'tsserve_multiplexed_model_loads_total', help: 'Models of a multiplexed deployment that its replicas loaded on first use', labelNames: dep, registers });
+const modelEvictions = new client.Counter({ name: 'tsserve_multiplexed_model_evictions_total', help: 'Models a replica of a multiplexed deployment evicted to make room for another (the least recently used)', labelNames: dep, registers });
+const modelLoadTime = new client.Histogram({ name: 'tsserve_multiplexed_model_load_seconds', help: 'Time a replica of a multiplexed deployment took to load a model', labelNames: dep, buckets: latency, registers });
 const reloads = new client.Counter({ name: 'tsserve_config_reloads_total', help: 'Config reloads, by result (applied, invalid, unchanged)', labelNames: ['result'], registers });
 
 /** Splits a deployment's id (`app/name`) into its labels. */
@@ -95,6 +98,19 @@ export function replicaMetrics(id: string): ReplicaMetrics {
         byReplicaDeployment.set(id, m);
     }
     return m;
+}
+
+/** What a multiplexed deployment counts (lib/multiplex.ts): its replicas' model loads, their times, and evictions. */
+export interface MultiplexMetrics {
+    loads: client.Counter.Internal;
+    evictions: client.Counter.Internal;
+    load: client.Histogram.Internal<string>;
+}
+
+/** The multiplexing metrics of a deployment (by its id). */
+export function multiplexMetrics(id: string): MultiplexMetrics {
+    const labels = labelsOf(id);
+    return { loads: modelLoads.labels(labels), evictions: modelEvictions.labels(labels), load: modelLoadTime.labels(labels) };
 }
 
 interface RouteChildren {
@@ -193,7 +209,7 @@ new client.Gauge({
 });
 
 /** A replica metric read at scrape time, one series a replica. */
-function perReplica(kind: 'Gauge' | 'Counter', name: string, help: string, value: (r: { restarts: number; pid?: number }) => number | undefined): void {
+function perReplica(kind: 'Gauge' | 'Counter', name: string, help: string, value: (r: { restarts: number; pid?: number; models?: { size: number } }) => number | undefined): void {
     const Metric = kind === 'Gauge' ? client.Gauge : client.Counter;
     new Metric({
         name, help, labelNames: [...dep, 'replica'], registers, collect(this: client.Gauge | client.Counter) {
@@ -212,6 +228,7 @@ function perReplica(kind: 'Gauge' | 'Counter', name: string, help: string, value
 perReplica('Counter', 'tsserve_replica_restarts_total', 'Times a replica\'s process was restarted', (r) => r.restarts);
 perReplica('Gauge', 'tsserve_replica_resident_memory_bytes', 'A replica process\'s resident memory (RSS)', (r) => processUsage(r.pid as number)?.rss);
 perReplica('Counter', 'tsserve_replica_cpu_seconds_total', 'A replica process\'s CPU time, user and system', (r) => processUsage(r.pid as number)?.cpu);
+perReplica('Gauge', 'tsserve_multiplexed_models', 'Models a replica of a multiplexed deployment holds', (r) => r.models?.size);
 
 new client.Gauge({
     name: 'tsserve_config_info', help: 'The running config\'s version (always 1)', labelNames: ['version'], registers, collect() {

@@ -1,13 +1,19 @@
-// The Open Inference Protocol (KServe V2), REST: /v2 routes for every deployment whose handler takes tensors (the
-// tensor handler). A deployment's model name is serve.yaml's model_name, else its application's name when the
-// application has one deployment, else `application.deployment`; its version is the deployment's running version.
-// An inference goes through the deployment's own queue and batcher, as a request to its application route does (the
-// tensor handler parses the V2 request, JSON or binary); the front turns the answer into the protocol's. Errors are
-// `{"error": "..."}`, with the code and the request id beside it.
+// The Open Inference Protocol (KServe V2), REST: /v2 routes for every deployment of a built-in handler. A deployment's
+// model name is serve.yaml's model_name, else its application's name when the application has one deployment, else
+// `application.deployment`; its version is the deployment's running version. An inference goes through the
+// deployment's own queue and batcher, as a request to its application route does. The tensor handler parses the V2
+// request (JSON or binary) and its replica writes the answer in the protocol's form, which the front only forwards;
+// text, image and audio deployments take BYTES inputs (lib/oip-media.ts). Errors are `{"error": "..."}`, with the
+// code and the request id beside it.
 import type Hapi from '@hapi/hapi';
 import { clip, fail } from './errors';
-import { dtypes } from './tensor';
+import { oipNames } from './tensor';
 import { version as tsserveVersion } from './version';
+import { readInfer } from './oip-request';
+import { isMedia, mediaInfer, mediaMetadata } from './oip-media';
+import { isBuiltin } from '../handlers/registry';
+import type { Body } from './messages';
+import { v2Headers, v2Model } from './multiplex';
 import type { Controller, Route } from './controller';
 import type { Deployment } from './deployment';
 import type { TensorInfo } from './signature';
@@ -44,14 +50,15 @@ function models(controller: Controller): Map<string, Deployment> {
     return byName;
 }
 
-/** The names of the models V2 serves: the deployments of the tensor handler. */
-const v2Models = (controller: Controller): string[] => [...models(controller)].filter(([, d]) => d.config.handler === 'tensor').map(([name]) => name);
+/** The names of the models V2 serves: the deployments of the built-in handlers (a handler of your own has no V2 form). */
+const v2Models = (controller: Controller): string[] => [...models(controller)].filter(([, d]) => isBuiltin(d.config.handler)).map(([name]) => name);
 
-/** The model a V2 path names (and its version, when it names one), among the deployments that take tensors. */
+/** The model a V2 path names (and its version, when it names one), among the deployments of the built-in handlers. */
 function model(controller: Controller, name: string, version?: string): Deployment {
-    const d = models(controller).get(name);
-    if (!d || d.config.handler !== 'tensor') {
-        throw fail('NOT_FOUND', `no model ${JSON.stringify(clip(name))}; GET /v2/models/{model} names each deployment of the tensor handler (see /-/status)`);
+    // a multiplexed deployment's model is `<model name>.<id>` (lib/multiplex.ts)
+    const d = models(controller).get(name) ?? v2Model(models(controller), name)?.deployment;
+    if (!d || !isBuiltin(d.config.handler)) {
+        throw fail('NOT_FOUND', `no model ${JSON.stringify(clip(name))}; GET /v2 lists the models: the deployments of the built-in handlers`);
     }
     if (version !== undefined && version !== d.version) {
         throw fail('NOT_FOUND', `model ${JSON.stringify(clip(name))} has no version ${JSON.stringify(clip(version))}; it runs ${d.version}`);
@@ -63,35 +70,15 @@ function model(controller: Controller, name: string, version?: string): Deployme
 const platforms: Record<string, string> = { onnx: 'onnxruntime_onnx', tfjs: 'tensorflow_js' };
 
 /** A tensor as V2 metadata names it: a symbolic dimension is -1. */
-const meta = (t: TensorInfo) => ({ name: t.name, datatype: dtypes[t.type].oip, shape: t.dims.map((d) => typeof d === 'number' && d >= 0 ? d : -1) });
+const meta = (t: TensorInfo) => ({ name: t.name, datatype: oipNames[t.type], shape: t.dims.map((d) => typeof d === 'number' && d >= 0 ? d : -1) });
 
-/** A nested array's shape (rectangular: the tensor handler's answers are) and its elements, row-major. */
-function flatten(value: unknown): { shape: number[]; data: unknown[] } {
-    const shape: number[] = [];
-    let level: unknown = value;
-    while (Array.isArray(level)) {
-        shape.push(level.length);
-        level = level[0];
+/** An answer as the replica (or lib/oip-media.ts) wrote it: JSON, or the binary extension's, forwarded as it is. */
+function reply(h: Hapi.ResponseToolkit, body: Body): Hapi.ResponseObject {
+    if (typeof body === 'string') {
+        return h.response(body).type('application/json');
     }
-    return { shape, data: [value].flat(shape.length) };
-}
-
-interface InferBody {
-    id?: unknown;
-    /** the binary extension: every output as binary data, unless an output asks otherwise */
-    parameters?: { binary_data_output?: unknown };
-    outputs?: Array<{ name?: unknown; parameters?: { binary_data?: unknown } }>;
-}
-
-/** A tensor's elements as raw little-endian bytes (the binary extension's form). */
-function toBytes(data: unknown[], type: string): Buffer {
-    const d = dtypes[type];
-    const array = new d.ctor(data.length) as unknown as Array<number | bigint>;
-    data.forEach((v, i) => {
-        array[i] = d.bigint ? BigInt(v as number) : Number(v);
-    });
-    const { buffer, byteOffset, byteLength } = array as unknown as Uint8Array;
-    return Buffer.from(buffer, byteOffset, byteLength);
+    const { buffer, byteOffset, byteLength } = body.bytes;
+    return h.response(Buffer.from(buffer, byteOffset, byteLength)).type('application/octet-stream').header('inference-header-content-length', String(body.header_length));
 }
 
 /** The routes; `route` marks a request as one for a deployment (its metrics, access log and traffic count it). */
@@ -103,52 +90,33 @@ export function oipRoutes(controller: Controller, requestTimeoutMs: number, payl
         const raw = request.payload as Buffer;
         // The binary extension's header says where the JSON ends; without it, the whole body is JSON. A Content-Type
         // is not looked at: V2 clients commonly send none.
-        const binary = request.headers['inference-header-content-length'] !== undefined;
+        const header = request.headers['inference-header-content-length'];
         let payload: unknown = raw;
-        let body: InferBody = {};
-        if (!binary) {
+        if (header === undefined) {
             try {
-                payload = body = JSON.parse(raw.toString('utf8')) ?? {};
+                payload = JSON.parse(raw.toString('utf8')) ?? {};
             }
             catch {
                 throw fail('INVALID_JSON', 'the body is not valid JSON (a binary body needs the Inference-Header-Content-Length header)');
             }
         }
-        const answer = JSON.parse(await d.handle({ payload, headers: request.raw.req.headers, contentType: binary ? 'application/octet-stream' : 'application/json' }, requestTimeoutMs, request.raw.res, request.app)) as { outputs: Record<string, unknown> };
-        const sig = d.signature;
-        const wanted = Array.isArray(body.outputs) ? body.outputs.map((o) => ({ name: String(o?.name), binary: o?.parameters?.binary_data }))
-            : Object.keys(answer.outputs).map((name) => ({ name, binary: undefined }));
-        const allBinary = body.parameters?.binary_data_output === true;
-        const chunks: Buffer[] = [];
-        const outputs = wanted.map(({ name, binary }) => {
-            const info = sig?.outputs.find((o) => o.name === name);
-            if (!info || !(name in answer.outputs)) {
-                throw fail('INVALID_BODY', `the model has no output ${JSON.stringify(clip(name))}; its outputs: ${Object.keys(answer.outputs).join(', ')}`);
-            }
-            const { shape, data } = flatten(answer.outputs[name]);
-            const datatype = dtypes[info.type].oip;
-            if (binary === true || (binary === undefined && allBinary)) {
-                const bytes = toBytes(data, info.type);
-                chunks.push(bytes);
-                return { name, datatype, shape, parameters: { binary_data_size: bytes.length } };
-            }
-            return { name, datatype, shape, data };
-        });
-        const reply = { model_name: request.params.model, model_version: d.version, ...(body.id !== undefined && { id: body.id }), outputs };
-        if (!chunks.length) {
-            return h.response(reply);
-        }
-        // the binary extension: the JSON header, then each binary output's bytes in order
-        const header = Buffer.from(JSON.stringify(reply));
-        return h.response(Buffer.concat([header, ...chunks])).type('application/octet-stream').header('inference-header-content-length', String(header.length));
+        const headers = v2Headers(models(controller), String(request.params.model), request.raw.req.headers);
+        const v2 = { model_name: String(request.params.model), model_version: d.version };
+        return reply(h, isMedia(d.config.handler)
+            ? await mediaInfer(d, readInfer(payload, header), v2, headers, requestTimeoutMs, request.raw.res, request.app)
+            : await d.handle({ payload, headers, contentType: header === undefined ? 'application/json' : 'application/octet-stream', oip: v2 }, requestTimeoutMs, request.raw.res, request.app));
     };
     const metadata = (request: Hapi.Request) => {
         const d = model(controller, String(request.params.model), request.params.version as string | undefined);
+        const about = { name: request.params.model, versions: [d.version], platform: platforms[d.config.model.runtime] };
+        if (isMedia(d.config.handler)) {
+            return { ...about, ...mediaMetadata(d) };
+        }
         const sig = d.signature;
         if (!sig) {
             throw fail('REPLICA_UNAVAILABLE', `model ${JSON.stringify(clip(String(request.params.model)))} is starting: its metadata comes from its first replica`);
         }
-        return { name: request.params.model, versions: [d.version], platform: platforms[d.config.model.runtime], inputs: sig.inputs.map(meta), outputs: sig.outputs.map(meta) };
+        return { ...about, inputs: sig.inputs.map(meta), outputs: sig.outputs.map(meta) };
     };
     const ready = (request: Hapi.Request, h: Hapi.ResponseToolkit) => {
         const d = model(controller, String(request.params.model), request.params.version as string | undefined);
@@ -182,7 +150,7 @@ const v2Tensor = {
     type: 'object', required: ['name', 'shape', 'datatype'],
     properties: {
         name: { type: 'string' }, shape: { type: 'array', items: { type: 'integer' } },
-        datatype: { type: 'string', enum: Object.values(dtypes).map((d) => d.oip) },
+        datatype: { type: 'string', enum: Object.values(oipNames) },
         parameters: { type: 'object', properties: { binary_data_size: { type: 'integer' }, binary_data: { type: 'boolean' } } },
         data: { type: 'array', items: {}, description: 'the elements, flat (or nested), row-major' }
     }

@@ -1,9 +1,11 @@
 // The OpenAPI 3 document, generated from the route table and each deployment's real model signature.
 import { oipPaths } from './oip';
+import { modelIdParameter } from './multiplex';
 import { basename } from 'node:path';
 import type Joi from 'joi';
 import { catalogue } from './errors';
 import { version } from './version';
+import { callTarget } from './call-graph';
 import type { Controller } from './controller';
 
 type JsonSchema = Record<string, unknown>;
@@ -63,6 +65,16 @@ export function toJsonSchema(d: Description): JsonSchema {
 
 const fromJoi = (schema: Joi.Schema): JsonSchema => toJsonSchema(schema.describe() as Description);
 
+/** A GET route's query parameters, from its handler's querySchema() (an object schema: one parameter per key). */
+function queryParameters(schema: Joi.ObjectSchema | undefined): Array<Record<string, unknown>> {
+    const d = schema ? toJsonSchema(schema.describe() as Description) : { properties: {} };
+    const required = (d.required ?? []) as string[];
+    return Object.entries(d.properties as Record<string, JsonSchema>).map(([name, s]) => {
+        const { description, ...rest } = s;
+        return { name, in: 'query', required: required.includes(name), schema: rest, ...(description !== undefined && { description }) };
+    });
+}
+
 const errorSchema: JsonSchema = {
     type: 'object',
     required: ['statusCode', 'error', 'message', 'code'],
@@ -91,12 +103,17 @@ export function document(controller: Controller, serverUrl: string, keyed: boole
             const dep = route.deployment;
             const sig = dep.signature;
             const h = dep.handler;
+            // a pipeline answers with its last step's answer
+            const last = route.steps?.[route.steps.length - 1].deployment ?? dep;
+            const lastSig = last.signature;
             const op: Record<string, unknown> = {
                 operationId: `${route.app}.${dep.config.name}.${route.method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+/g, '_')}`,
-                summary: `${basename(dep.config.handler)} handler for deployment "${dep.config.name}" of application "${route.app}"`,
+                summary: route.steps
+                    ? `pipeline of application "${route.app}": ${route.steps.map((s) => s.deployment.config.name).join(' -> ')}`
+                    : `${basename(dep.config.handler)} handler for deployment "${dep.config.name}" of application "${route.app}"`,
                 tags: [route.app],
                 responses: {
-                    200: { description: 'Model outputs', content: { 'application/json': { schema: sig ? fromJoi(h.responseSchema(sig)) : { type: 'object' } } } },
+                    200: { description: 'Model outputs', content: { 'application/json': { schema: lastSig ? fromJoi(last.handler.responseSchema(lastSig)) : { type: 'object' } } } },
                     400: errorResponse('Malformed body, or inputs of the wrong shape or type'),
                     ...(keyed && { 401: errorResponse('No key, or not a valid one') }),
                     404: errorResponse('No such route'),
@@ -107,16 +124,32 @@ export function document(controller: Controller, serverUrl: string, keyed: boole
                 }
             };
             const extras = sig ? h.openapi?.(sig) ?? {} : {};
-            if (extras.parameters) {
-                op.parameters = extras.parameters;
+            if (route.method === 'GET') {
+                // its input is the query string
+                op.parameters = queryParameters(h.querySchema?.());
             }
-            op.requestBody = {
-                required: true,
-                content: {
-                    'application/json': sig ? { schema: fromJoi(h.requestSchema(sig)), example: h.example(sig) } : { schema: { type: 'object' } },
-                    ...extras.content
+            else {
+                // a multiplexed deployment's request names its model (lib/multiplex.ts)
+                const parameters = [...extras.parameters ?? [], ...dep.multiplexer ? [modelIdParameter(dep.multiplexer)] : []];
+                if (parameters.length) {
+                    op.parameters = parameters;
                 }
-            };
+                op.requestBody = {
+                    required: true,
+                    content: {
+                        'application/json': sig ? { schema: fromJoi(h.requestSchema(sig)), example: h.example(sig) } : { schema: { type: 'object' } },
+                        ...extras.content
+                    }
+                };
+            }
+            // the call graph: the deployments this route's steps call (serve.yaml calls:)
+            const calls = [...new Set((route.steps?.map((s) => s.deployment) ?? [dep]).flatMap((d) => d.config.calls.map((ref) => callTarget(d.app, ref))))];
+            if (calls.length) {
+                op['x-tsserve-calls'] = calls;
+            }
+            if (route.steps) {
+                op['x-tsserve-pipeline'] = route.steps.map((s) => s.deployment.id);
+            }
             if (keyed) {
                 op.security = [{ bearer: [] }, { apiKey: [] }];
             }

@@ -9,7 +9,9 @@ import { ReplicaDied } from './scheduler';
 import { RunTimes } from './run-times';
 import type { WireError } from './errors';
 import type { Signature } from './signature';
-import type { FromWorker, ReplicaSpec, ToWorker } from './messages';
+import type { Body, FromWorker, ReplicaSpec, ToWorker } from './messages';
+import type { ModelRef } from './model-folder';
+import type { ReplicaModels } from './multiplex';
 import type { ReplicaStatus } from './status';
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'BACKOFF' | 'STOPPING' | 'STOPPED';
@@ -18,7 +20,9 @@ export type ReplicaState = 'STARTING' | 'RUNNING' | 'BACKOFF' | 'STOPPING' | 'ST
 interface InFlight {
     items: number;
     rows: number;
-    resolve(bodies: string[]): void;
+    /** a multiplexed deployment's: the model of the batch */
+    model?: string;
+    resolve(bodies: Body[]): void;
     reject(err: WireError | ReplicaDied): void;
 }
 
@@ -38,6 +42,8 @@ export class Replica extends EventEmitter {
     backend?: string;
     notice?: string;
     signature?: Signature;
+    /** a multiplexed deployment's: the models its worker holds, as the front sees them (lib/multiplex.ts) */
+    models?: ReplicaModels;
     /** a start that failed before ready; cleared once a start succeeds */
     loadFailed = false;
     /**
@@ -68,6 +74,12 @@ export class Replica extends EventEmitter {
     /** the send time of a probe()'s ping awaiting its pong */
     private probing?: number;
     private timers: { restart?: NodeJS.Timeout; health?: NodeJS.Timeout; pong?: NodeJS.Timeout; stuck?: NodeJS.Timeout } = {};
+    /**
+     * Calls its handler has made to other deployments and that are not answered yet (lib/calls.ts), and since when
+     * there have been any: a batch waiting for its calls is not stuck, and what it waits is not its run time.
+     */
+    private calling = 0;
+    private callingSince = 0;
 
     /** `runTimes`: how long its version's batches take, shared by the version's replicas (lib/run-times.ts) */
     constructor(spec: ReplicaSpec, public version: string, private readonly runTimes = new RunTimes()) {
@@ -167,6 +179,9 @@ export class Replica extends EventEmitter {
                         stages[i].observe(msg.stages[i]);
                     }
                 }
+                if (b.model !== undefined) {
+                    (this.models as ReplicaModels).answered(b.model, now - this.since);
+                }
                 this.since = now;
                 const next = this.inflight.get(msg.id + 1);
                 if (next) {
@@ -190,6 +205,15 @@ export class Replica extends EventEmitter {
                 break;
             case 'reconfigured':
                 this.emit('reconfigured', msg.error);
+                break;
+            case 'models':
+                (this.models as ReplicaModels).report(msg);
+                break;
+            case 'call':
+                if (!this.calling++) {
+                    this.callingSince = performance.now();
+                }
+                this.emit('call', msg);
                 break;
         }
     }
@@ -253,8 +277,9 @@ export class Replica extends EventEmitter {
         // Timers count whole milliseconds, so one may fire a fraction of one early.
         const now = performance.now() + 1;
         const deadline = this.runTimes.deadline(head.rows);
-        if (now < this.since + deadline) {
-            this.watch(this.since + deadline);
+        // waiting for its calls, whose own deadlines bound them: its clock starts again once they are answered
+        if (now < this.since + deadline || this.calling) {
+            this.watch(this.calling ? now + deadline : this.since + deadline);
             return;
         }
         // A stuck batch counts as one that took its whole deadline: if it was only slow, the next gets longer.
@@ -270,6 +295,8 @@ export class Replica extends EventEmitter {
         this.child = undefined;
         const lost = [...this.inflight.values()];
         this.inflight.clear();
+        // what its worker held went with it
+        this.models?.reset();
         for (const b of lost) {
             b.reject(new ReplicaDied(`replica ${this.spec.id} exited`));
         }
@@ -290,17 +317,40 @@ export class Replica extends EventEmitter {
         this.emit('exit');
     }
 
-    /** Send a batch of `rows` rows (one per item, unless said); resolves with one JSON body per item. */
-    run(items: unknown[], rows = items.length, requestIds?: string[]): Promise<string[]> {
+    /**
+     * Send a batch of `rows` rows (one per item, unless said); resolves with one JSON body per item. `deadlinesMs`: the
+     * ms left of each item's request timeout, which the calls its handler makes carry on. `model`: a multiplexed
+     * deployment's model, which the worker loads first if it does not hold it.
+     */
+    run(items: unknown[], rows = items.length, requestIds?: string[], deadlinesMs?: number[], model?: ModelRef): Promise<Body[]> {
         return new Promise((resolve, reject) => {
             const id = this.nextId++;
             if (!this.inflight.size) {
                 this.since = performance.now();
                 this.watch(this.since + this.runTimes.deadline(rows));
             }
-            this.inflight.set(id, { items: items.length, rows, resolve, reject });
-            (this.child as ChildProcess).send({ type: 'batch', id, items, request_ids: requestIds } satisfies ToWorker);
+            this.inflight.set(id, { items: items.length, rows, model: model?.id, resolve, reject });
+            if (model) {
+                (this.models as ReplicaModels).sent(model.id);
+            }
+            (this.child as ChildProcess).send({ type: 'batch', id, items, request_ids: requestIds, deadlines_ms: deadlinesMs, model } satisfies ToWorker);
         });
+    }
+
+    /**
+     * The answer to a call its handler made (lib/calls.ts). Once none is left out, the time they took is taken off
+     * the running batch's clock.
+     */
+    answer(reply: { id: number; body?: string; error?: WireError }): void {
+        this.child?.send({ type: 'called', ...reply } satisfies ToWorker);
+        if (!--this.calling) {
+            this.since += performance.now() - this.callingSince;
+        }
+    }
+
+    /** A multiplexed deployment's models that left its folder: its worker drops those it holds (lib/model-cache.ts). */
+    unload(ids: string[]): void {
+        this.child?.send({ type: 'unload', ids } satisfies ToWorker);
     }
 
     /** Apply a new user_config through the handler's reconfigure(); resolves with its error, if any. */
@@ -336,7 +386,7 @@ export class Replica extends EventEmitter {
         return {
             id: this.spec.id, pid: this.pid, state: this.state, version: this.version, restarts: this.restarts,
             inflight_requests: this.inflightRequests, backend: this.backend, notice: this.notice, last_error: this.lastError,
-            last_failure: this.lastFailure, snapshot: this.spec.snapshot?.dir
+            last_failure: this.lastFailure, snapshot: this.spec.snapshot?.dir, ...(this.models && { models: this.models.held })
         };
     }
 }

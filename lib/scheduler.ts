@@ -1,12 +1,16 @@
 // The dynamic batch scheduler of one deployment (Triton's name for it): its queue, admission (max_queued_requests),
 // request deadlines, when to cut a batch and which replica takes it, pipelining, and the retry of failed batches.
-// It sees replicas only through SchedulerReplica, and its deployment only through SchedulerHost.
+// It sees replicas only through SchedulerReplica, and its deployment only through SchedulerHost. A multiplexed
+// deployment's batch (lib/multiplex.ts) holds requests for one model, and goes to a replica that holds the model,
+// or to another, which loads it, once waiting for those has taken longer than a load (placed()).
 import type Boom from '@hapi/boom';
 import { fail, fromWire, type WireError } from './errors';
 import { fixedBatch, type Signature } from './signature';
 import type { Parsed } from './handler';
+import type { Body } from './messages';
 import { deploymentMetrics, metrics, type DeploymentMetrics } from './metrics';
 import type { DeploymentConfig } from '../schemas/serve';
+import type { ModelRef } from './model-folder';
 
 /** Why a batch came back without answers when the worker did not say why: its replica died under it. */
 export class ReplicaDied extends Error {}
@@ -25,15 +29,19 @@ export interface SchedulerReplica {
     readonly aliveAt: number;
     /** Asks its process for a sign of life; when it answers, aliveAt moves on and the deployment pumps. */
     probe(): void;
+    /** a multiplexed deployment's: which models it holds, or is loading for the batches sent to it (lib/multiplex.ts) */
+    readonly models?: { holds(id: string): boolean; readonly size: number };
     /**
      * Runs a batch of `rows` rows; resolves with one JSON body per item, rejects with the worker's WireError or a
-     * ReplicaDied (its process died, or hung past the batch's deadline and was killed).
+     * ReplicaDied (its process died, or hung past the batch's deadline and was killed). `deadlinesMs`: what is left of
+     * each item's request timeout, for the calls its handler makes (given to a deployment that declares `calls`).
+     * `model`: a multiplexed deployment's model, which every request of the batch names.
      */
-    run(items: unknown[], rows: number, requestIds?: string[]): Promise<string[]>;
+    run(items: unknown[], rows: number, requestIds?: string[], deadlinesMs?: number[], model?: ModelRef): Promise<Body[]>;
 }
 
 /** The part of a deployment's config the scheduler reads: read at each use, since a reload changes it in place. */
-export type SchedulerConfig = Pick<DeploymentConfig, 'batching' | 'max_ongoing_requests' | 'max_queued_requests'>;
+export type SchedulerConfig = Pick<DeploymentConfig, 'batching' | 'max_ongoing_requests' | 'max_queued_requests'> & { calls?: readonly string[] };
 
 /** Whose requests are scheduled: a deployment, read live (its replica list and config are replaced on reload). */
 export interface SchedulerHost {
@@ -41,6 +49,11 @@ export interface SchedulerHost {
     readonly id: string;
     readonly replicas: readonly SchedulerReplica[];
     readonly config: SchedulerConfig;
+    /**
+     * a multiplexed deployment's: how long a model takes to load, and a batch to run (ms), which pick() weighs against
+     * each other (lib/multiplex.ts)
+     */
+    readonly multiplexer?: { readonly loadMs: number; readonly batchMs: number };
 }
 
 /** The client's side of a request: the HTTP response, which closes early when the client hangs up. */
@@ -67,6 +80,8 @@ interface Pending {
     rows: number;
     key: string;
     item: unknown;
+    /** a multiplexed deployment's: the model it names (its key names it too, so that a batch never mixes models) */
+    model?: ModelRef;
     /** run alone: its last batch failed and it must not take others down with it */
     solo: boolean;
     /** when it was admitted (performance.now()) */
@@ -80,9 +95,12 @@ interface Pending {
     tries: number;
     queued: boolean;
     done: boolean;
-    resolve(body: string): void;
+    resolve(body: Body): void;
     reject(err: Boom.Boom): void;
 }
+
+/** A multiplexed deployment's replica: the models it holds (lib/multiplex.ts). */
+const held = (r: SchedulerReplica) => r.models as NonNullable<SchedulerReplica['models']>;
 
 /** Batches a replica holds at once: the one it runs, and the next, ready the moment it finishes. */
 const pipelineDepth = 2;
@@ -102,6 +120,11 @@ export class Scheduler {
     /** when a replica last died under a batch (performance.now()): its requests go only to replicas known alive since */
     private diedAt = -Infinity;
     private counted?: DeploymentMetrics;
+    /**
+     * A multiplexed deployment's models whose last batches found every replica holding them busy: how long (ms, by
+     * estimate) they have waited for them, one batch after another (wait(), placed())
+     */
+    private readonly waits = new Map<string, number>();
 
     constructor(private readonly host: SchedulerHost) {}
 
@@ -119,7 +142,7 @@ export class Scheduler {
      * Admits a request, or refuses it with QUEUE_FULL; resolves with its JSON body. A client whose response closes
      * before its answer is written has hung up: its request leaves the queue.
      */
-    submit(parsed: Parsed<unknown>, timeoutMs: number, client?: Client, trace?: Trace): Promise<string> {
+    submit(parsed: Parsed<unknown>, timeoutMs: number, client?: Client, trace?: Trace, model?: ModelRef): Promise<Body> {
         const full = this.full();
         if (full) {
             return Promise.reject(fail('QUEUE_FULL', full));
@@ -127,7 +150,8 @@ export class Scheduler {
         return new Promise((resolve, reject) => {
             const now = performance.now();
             const p: Pending = {
-                rows: parsed.rows, key: parsed.key, item: parsed.item, solo: false, enqueued: now, dispatched: now, trace, timeoutMs, tries: 0, queued: false, done: false, resolve, reject
+                rows: parsed.rows, key: model ? `${model.id}\0${parsed.key}` : parsed.key, item: parsed.item, model, solo: false, enqueued: now, dispatched: now, trace,
+                timeoutMs, tries: 0, queued: false, done: false, resolve, reject
             };
             this.open.add(p);
             this.armTimeout(now + timeoutMs);
@@ -213,7 +237,7 @@ export class Scheduler {
         this.queuedRows += p.rows;
     }
 
-    private finish(p: Pending, err: Boom.Boom | undefined, body?: string): void {
+    private finish(p: Pending, err: Boom.Boom | undefined, body?: Body): void {
         if (p.done) {
             return;
         }
@@ -224,7 +248,7 @@ export class Scheduler {
             this.queuedRows -= p.rows;
             this.checkEmpty();
         }
-        err ? p.reject(err) : p.resolve(body as string);
+        err ? p.reject(err) : p.resolve(body as Body);
     }
 
     private checkEmpty(): void {
@@ -240,22 +264,64 @@ export class Scheduler {
      * whose replica died under it, only one known alive since that death: replicas killed together (a node's
      * processes, say) exit one by one, and one not yet seen to exit would take the retry down with it. Any other is
      * asked for a sign of life, and the queue waits for it (or for a replica started since), within its deadlines.
+     * A multiplexed deployment's batch goes where placed() says.
      */
     private pick(): SchedulerReplica | undefined {
         const maxOngoing = this.host.config.max_ongoing_requests;
-        const retried = this.queue[0].tries > 0;
+        const head = this.queue[0];
+        const retried = head.tries > 0;
+        /** a multiplexed deployment's free replicas, to choose from by the batch's model */
+        const free: SchedulerReplica[] | undefined = head.model && [];
         let best: SchedulerReplica | undefined;
         for (const r of this.host.replicas) {
             if (r.state === 'RUNNING' && r.inflightBatches < pipelineDepth && r.inflightRequests < maxOngoing) {
                 if (retried && r.aliveAt < this.diedAt) {
                     r.probe();
                 }
+                else if (free) {
+                    free.push(r);
+                }
                 else if (!best || r.inflightBatches < best.inflightBatches) {
                     best = r;
                 }
             }
         }
-        return best;
+        return free ? this.placed((head.model as ModelRef).id, free) : best;
+    }
+
+    /**
+     * Where a multiplexed deployment's batch of model `id` goes, among the free replicas. An idle one that holds the
+     * model takes it. While those holding it are all busy, the least busy of them takes it (behind what it runs),
+     * until waiting for them has taken longer than a load: the waits of the batches that found them all busy, one
+     * after another, add up (wait()), and once they reach loadMs an idle replica takes the batch and loads the
+     * model. A load is paid once, and a wait by every batch for as long as the holders stay saturated: so a hot model
+     * spreads to an idle replica rather than stay pinned to one (ray-project/ray#48741), while a model whose holder is
+     * busy only now and then stays where it is. When no free replica holds it (those that do are over-subscribed, Ray
+     * Serve's rule, or none does), the least busy free replica loads it; among equals, the one holding fewer models,
+     * whose load evicts less or nothing.
+     */
+    private placed(id: string, free: SchedulerReplica[]): SchedulerReplica | undefined {
+        const least = (list: SchedulerReplica[]) => list.reduce((a, b) =>
+            b.inflightBatches < a.inflightBatches || (b.inflightBatches === a.inflightBatches && held(b).size < held(a).size) ? b : a);
+        const holders = free.filter((r) => held(r).holds(id));
+        const others = free.filter((r) => !held(r).holds(id));
+        if (!holders.length) {
+            return others.length ? least(others) : undefined;
+        }
+        const holder = least(holders);
+        const idle = others.filter((r) => !r.inflightBatches);
+        const { loadMs } = this.host.multiplexer as { loadMs: number };
+        return holder.inflightBatches && idle.length && (this.waits.get(id) ?? 0) >= loadMs ? least(idle) : holder;
+    }
+
+    /**
+     * A multiplexed deployment's batch of model `id` leaves for `r`. Sent behind a busy replica that holds the model,
+     * it waits about that replica's batches in flight times batchMs, which adds to the model's waits; one that starts at
+     * once, or goes elsewhere to be loaded, starts the count again.
+     */
+    private wait(r: SchedulerReplica, id: string): void {
+        const { batchMs } = this.host.multiplexer as { batchMs: number };
+        r.inflightBatches && held(r).holds(id) ? this.waits.set(id, (this.waits.get(id) ?? 0) + r.inflightBatches * batchMs) : this.waits.delete(id);
     }
 
     /**
@@ -335,7 +401,13 @@ export class Scheduler {
             p.dispatched = now;
             rows += p.rows;
         }
-        r.run(batch.map((p) => p.item), rows, batch.map((p) => p.trace?.requestId ?? '')).then(
+        // a handler that calls other deployments passes each request's deadline on (lib/calls.ts)
+        const deadlines = this.host.config.calls?.length ? batch.map((p) => p.enqueued + p.timeoutMs - now) : undefined;
+        const model = batch[0].model;
+        if (model) {
+            this.wait(r, model.id);
+        }
+        r.run(batch.map((p) => p.item), rows, batch.map((p) => p.trace?.requestId ?? ''), deadlines, model).then(
             (bodies) => {
                 this.count(batch, rows);
                 batch.forEach((p, i) => this.finish(p, undefined, bodies[i]));

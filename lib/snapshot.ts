@@ -61,7 +61,8 @@ export class Snapshots {
             dir = await fs.promises.mkdtemp(path.join(root, id, `${version}-`));
             const into = path.join(dir, 'model');
             await fs.promises.mkdir(into);
-            const model = { ...config.model, path: await this.copyModel(config.model, into) };
+            // A multiplexed deployment's folder of models is not copied (lib/model-folder.ts): its models come and go.
+            const model = config.multiplex ? config.model : { ...config.model, path: await this.copyModel(config.model, into) };
             let handler: string | undefined;
             // A module loaded by require() only: a TypeScript one needs the loader it was written for, where it is.
             if (isModule(config.handler) && /\.c?js$/.test(config.handler)) {

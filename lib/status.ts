@@ -20,6 +20,20 @@ export interface ReplicaStatus {
     last_failure?: { error: string; at: string };
     /** the name of the snapshot folder it loads its model (and handler module) from (lib/snapshot.ts) */
     snapshot?: string;
+    /** a multiplexed deployment's: the models it holds, the most recently used first (lib/multiplex.ts) */
+    models?: string[];
+}
+
+/** A multiplexed deployment's models (lib/multiplex.ts): those of its folder, and its replicas' loads and evictions. */
+export interface MultiplexStatus {
+    max_num_models_per_replica: number;
+    /** the ids of the models its folder holds now */
+    models: string[];
+    /** models its replicas loaded on first use (not the one each starts with), and evicted to make room for another */
+    model_loads: number;
+    model_evictions: number;
+    /** seconds a load took: the last, the mean and the longest (zeros before the first) */
+    model_load_s: { last: number; mean: number; max: number };
 }
 
 /** A deployment's autoscaler (lib/autoscaler.ts): its target, what waits for CPUs, its signal and its last decision. */
@@ -47,10 +61,14 @@ export interface DeploymentStatus {
     running_replicas: number;
     replicas_by_version: Record<string, number>;
     queued_requests: number;
+    /** the deployments its handler may call, by id (serve.yaml `calls:`) */
+    calls?: string[];
     /** its requests answered over the last minute: rate, errors, latency */
     traffic: TrafficSummary;
     /** with an autoscaling_config */
     autoscaling?: AutoscalingStatus;
+    /** with `multiplex:` */
+    multiplex?: MultiplexStatus;
     last_error?: string;
     replicas: ReplicaStatus[];
 }
@@ -58,7 +76,8 @@ export interface DeploymentStatus {
 export interface AppStatus {
     name: string;
     route_prefix: string;
-    routes: Array<{ method: string; path: string; deployment: string }>;
+    /** `deployment` takes the request; a pipeline route names its steps in turn, `deployment` the first */
+    routes: Array<{ method: string; path: string; deployment: string; pipeline?: string[] }>;
     deployments: DeploymentStatus[];
 }
 
@@ -172,6 +191,8 @@ export function render(s: Status): string {
     const rows = [['APPLICATION', 'DEPLOYMENT', 'STATUS', 'REPLICAS', 'QUEUED', 'REQ/S', 'P50', 'P99', 'VERSION']];
     const scaling = [['AUTOSCALING', 'TARGET', 'PENDING', 'ONGOING', 'LAST DECISION']];
     const replicas = [['REPLICA', 'STATE', 'PID', 'VERSION', 'RESTARTS', 'BACKEND', 'LAST ERROR']];
+    const multiplexed = [['MULTIPLEXED', 'MODELS', 'PER REPLICA', 'LOADS', 'EVICTIONS', 'LOAD MEAN', 'LOAD MAX']];
+    const held = [['REPLICA', 'MODELS HELD (MOST RECENTLY USED FIRST)']];
     const ms = (v: number | undefined) => v === undefined ? '-' : v < 10 ? `${v.toFixed(2)}ms` : v < 1000 ? `${v.toFixed(0)}ms` : `${(v / 1000).toFixed(1)}s`;
     for (const app of s.applications) {
         for (const d of app.deployments) {
@@ -187,7 +208,14 @@ export function render(s: Status): string {
             for (const r of d.replicas) {
                 replicas.push([r.id, r.state, String(r.pid), r.version, String(r.restarts), r.backend ?? '-', r.last_error ?? '']);
             }
+            const m = d.multiplex;
+            if (m) {
+                multiplexed.push([`${app.name}/${d.name}`, String(m.models.length), String(m.max_num_models_per_replica), String(m.model_loads),
+                    String(m.model_evictions), ms(m.model_load_s.mean * 1000), ms(m.model_load_s.max * 1000)]);
+                held.push(...d.replicas.map((r) => [r.id, r.models?.join(', ') || '-']));
+            }
         }
     }
-    return [...lines, table(rows), '(REQ/S, P50 and P99: over the last minute, or since the deployment started)', '', ...(scaling.length > 1 ? [table(scaling), ''] : []), table(replicas)].join('\n') + '\n';
+    return [...lines, table(rows), '(REQ/S, P50 and P99: over the last minute, or since the deployment started)', '', ...(scaling.length > 1 ? [table(scaling), ''] : []), table(replicas),
+        ...(multiplexed.length > 1 ? ['', table(multiplexed), '', table(held)] : [])].join('\n') + '\n';
 }

@@ -1,12 +1,18 @@
 // Tensors: the type every handler and runtime exchanges, and its ways in and out of JSON (nested arrays <-> typed
-// arrays, dtype checks) and of batches (rows sliced and concatenated).
+// arrays, dtype checks), of the Open Inference Protocol's flat data and raw bytes (half precision, BYTES elements) and
+// of batches (rows sliced and concatenated).
+import { isUtf8 } from 'node:buffer';
 import type { Boom } from '@hapi/boom';
 import { clip, fail, quote } from './errors';
 
 export type TypedArray = Float32Array | Float64Array | Int8Array | Uint8Array | Int16Array | Uint16Array
     | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
 
-/** A dense tensor: row-major data and its dimensions. */
+/**
+ * A dense tensor: row-major data and its dimensions. A tensor of strings (type "string": ONNX's strings, the Open
+ * Inference Protocol's BYTES) holds a string[], as ONNX Runtime does. It is typed as the numeric arrays are, so that
+ * the handlers that take numbers need no check: only this file and the tensor handler meet one.
+ */
 export interface Tensor {
     type: string;
     data: TypedArray;
@@ -23,6 +29,8 @@ interface DType {
     range?: [number, number];
     bigint?: boolean;
     bool?: boolean;
+    /** IEEE 754 half precision, held as its bits (a Uint16Array: ONNX Runtime's form) */
+    half?: boolean;
     /** the Open Inference Protocol's name */
     oip: string;
 }
@@ -38,8 +46,59 @@ export const dtypes: Record<string, DType> = {
     uint32: { ctor: Uint32Array, range: [0, 4294967295], oip: 'UINT32' },
     int64: { ctor: BigInt64Array, range: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER], bigint: true, oip: 'INT64' },
     uint64: { ctor: BigUint64Array, range: [0, Number.MAX_SAFE_INTEGER], bigint: true, oip: 'UINT64' },
-    bool: { ctor: Uint8Array, range: [0, 1], bool: true, oip: 'BOOL' }
+    bool: { ctor: Uint8Array, range: [0, 1], bool: true, oip: 'BOOL' },
+    float16: { ctor: Uint16Array, half: true, oip: 'FP16' }
 };
+
+/** ONNX's tensors of strings: the Open Inference Protocol's BYTES, each element a UTF-8 string. */
+export const STRING = 'string';
+
+/** The Open Inference Protocol's datatype of each type tsserve takes (FP32, ..., BYTES for strings). */
+export const oipNames: Readonly<Record<string, string>> = { ...Object.fromEntries(Object.entries(dtypes).map(([k, v]) => [k, v.oip])), [STRING]: 'BYTES' };
+
+/** The type of each of the Open Inference Protocol's datatypes. */
+export const oipTypes: ReadonlyMap<string, string> = new Map(Object.entries(oipNames).map(([k, v]) => [v, k]));
+
+/**
+ * A number as IEEE 754 half precision (its 16 bits), rounded to the nearest, ties to even: beyond 65504 (from
+ * 65520) it is infinite, below 2^-14 subnormal. `v` is a JSON number (never NaN).
+ */
+export function toHalf(v: number): number {
+    const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+    const a = Math.abs(v);
+    if (a >= 65520) {
+        return sign | 0x7c00;
+    }
+    if (a < 2 ** -14) {
+        // subnormal: a count of 2^-24 (1024 of them round up to the smallest normal number, 0x0400, as they should)
+        return sign | roundEven(a * 2 ** 24);
+    }
+    let e = Math.floor(Math.log2(a));
+    // log2 rounds up to a power of two from just below one (1023.9999999999999): then 2^e <= a < 2^(e + 1) again
+    if (2 ** e > a) {
+        e--;
+    }
+    // the significand's 10 bits; one that rounds up to 1024 carries into the exponent, as it should
+    return sign | (((e + 15) << 10) + roundEven((a / 2 ** e) * 1024) - 1024);
+}
+
+/** x rounded to the nearest integer, ties to even (x is exact: a scaling by a power of two). */
+function roundEven(x: number): number {
+    const f = Math.floor(x);
+    const rest = x - f;
+    return rest > 0.5 || (rest === 0.5 && f % 2 === 1) ? f + 1 : f;
+}
+
+/** The number that half precision bits stand for (exactly: every half is a double). */
+export function fromHalf(h: number): number {
+    const sign = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 31) {
+        return m ? NaN : sign * Infinity;
+    }
+    return sign * (e ? (1024 + m) * 2 ** (e - 25) : m * 2 ** -24);
+}
 
 export function dtype(type: string, input: string): DType {
     const d = dtypes[type];
@@ -108,7 +167,7 @@ function rectangular(value: unknown, dims: readonly number[], depth = 0): boolea
  * (one long first row, then short ones), but not send that many values.
  */
 export function fromNested(value: unknown, type: string, input: string, expected?: ReadonlyArray<number | string>): Tensor {
-    const d = dtype(type, input);
+    const d = type === STRING ? undefined : dtype(type, input);
     const dims = dimsOf(value, expected?.length ?? maxRank);
     if (!dims) {
         throw fail('INPUT_SHAPE_MISMATCH', expected ? `input ${quote(input)} expects shape ${showDims(expected)}, received arrays nested more than ${expected.length} deep`
@@ -123,21 +182,15 @@ export function fromNested(value: unknown, type: string, input: string, expected
     if (size(dims) > allocCheckAbove && !rectangular(value, dims)) {
         ragged();
     }
-    const data = new d.ctor(size(dims));
-    const [lo, hi] = d.range ?? [-Infinity, Infinity];
+    const data = d ? new d.ctor(size(dims)) : new Array<string>(size(dims));
     let at = 0;
     const bad = (v: unknown): never => {
         throw fail('INPUT_DTYPE_MISMATCH', `input ${quote(input)} expects ${type} values, received ${quote(v)}`, { input, expected: type });
     };
+    const leaf = d ? numeric(d, bad) : (v: unknown) => typeof v === 'string' ? v : bad(v);
     const walk = (v: unknown, depth: number): void => {
         if (depth === dims.length) {
-            if (d.bool && typeof v === 'boolean') {
-                v = Number(v);
-            }
-            if (typeof v !== 'number' || (d.range && !Number.isInteger(v)) || v < lo || v > hi) {
-                bad(v);
-            }
-            data[at++] = (d.bigint ? BigInt(v as number) : v) as never;
+            data[at++] = leaf(v) as never;
             return;
         }
         if (!Array.isArray(v) || v.length !== dims[depth]) {
@@ -148,12 +201,36 @@ export function fromNested(value: unknown, type: string, input: string, expected
         }
     };
     walk(value, 0);
-    return { type, data, dims };
+    return { type, data: data as TypedArray, dims };
 }
 
-/** A flat array (the Open Inference Protocol's JSON form) to a typed tensor. */
+/** A JSON value as an element of a numeric type: a number in its range (a boolean for bool), else `bad`. */
+function numeric(d: DType, bad: (v: unknown) => never): (v: unknown) => number | bigint {
+    const [lo, hi] = d.range ?? [-Infinity, Infinity];
+    return (v) => {
+        if (d.bool && typeof v === 'boolean') {
+            v = Number(v);
+        }
+        if (typeof v !== 'number' || (d.range && !Number.isInteger(v)) || v < lo || v > hi) {
+            bad(v);
+        }
+        return d.bigint ? BigInt(v as number) : d.half ? toHalf(v as number) : v as number;
+    };
+}
+
+/**
+ * The Open Inference Protocol's JSON `data` to a typed tensor of the shape `dims` it declares: flat, row-major, or
+ * nested as the shape is (its "natural" form).
+ */
 export function fromFlat(values: unknown, type: string, dims: number[], input: string): Tensor {
-    if (!Array.isArray(values) || values.length !== size(dims) || values.some(Array.isArray)) {
+    if (Array.isArray(values) && values.some(Array.isArray)) {
+        const t = fromNested(values, type, input);
+        if (showDims(t.dims) !== showDims(dims)) {
+            throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} declares shape ${showDims(dims)}, but its nested "data" is ${showDims(t.dims)}`, { input });
+        }
+        return t;
+    }
+    if (!Array.isArray(values) || values.length !== size(dims)) {
         throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} declares shape ${showDims(dims)}, so "data" must be a flat array of ${size(dims)} values`, { input });
     }
     const t = fromNested(values, type, input);
@@ -161,8 +238,41 @@ export function fromFlat(values: unknown, type: string, dims: number[], input: s
     return t;
 }
 
-/** Little-endian bytes to a typed tensor (copied, so the view is aligned). */
+/**
+ * The elements of BYTES binary data (the Open Inference Protocol's binary extension): each a 4-byte little-endian
+ * length, then that many bytes; exactly `count` of them, filling `bytes`. Each is made by `make` from its range.
+ */
+export function bytesElements<T>(bytes: Buffer, count: number, input: string, make: (start: number, end: number) => T): T[] {
+    const out: T[] = [];
+    let at = 0;
+    while (at < bytes.length && out.length < count) {
+        const end = at + 4 + (at + 4 <= bytes.length ? bytes.readUInt32LE(at) : 0);
+        if (at + 4 > bytes.length || end > bytes.length) {
+            throw fail('INVALID_BODY', `input ${quote(input)}: its BYTES element ${out.length + 1} runs past the end of its binary data (each is a 4-byte little-endian length, then its bytes)`, { input });
+        }
+        out.push(make(at + 4, end));
+        at = end;
+    }
+    if (out.length !== count || at !== bytes.length) {
+        throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} has ${out.length} BYTES element(s)${at < bytes.length ? ' and bytes beyond them' : ''}, but its shape needs ${count}`, { input });
+    }
+    return out;
+}
+
+/** Little-endian bytes to a typed tensor (copied, so the view is aligned); BYTES elements to strings (UTF-8 text only). */
 export function fromBytes(bytes: Buffer, type: string, dims: number[], input: string): Tensor {
+    if (type === STRING) {
+        let n = 0;
+        return {
+            type, dims, data: bytesElements(bytes, size(dims), input, (start, end) => {
+                n++;
+                if (!isUtf8(bytes.subarray(start, end))) {
+                    throw fail('INPUT_DTYPE_MISMATCH', `input ${quote(input)}: its BYTES element ${n} is not UTF-8 text, which a string of the model must be`, { input, expected: type });
+                }
+                return bytes.toString('utf8', start, end);
+            }) as never
+        };
+    }
     const d = dtype(type, input);
     if (bytes.length !== size(dims) * d.ctor.BYTES_PER_ELEMENT) {
         throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} has ${bytes.length} bytes, but shape ${showDims(dims)} of ${type} needs ${size(dims) * d.ctor.BYTES_PER_ELEMENT}`, { input });
@@ -171,10 +281,15 @@ export function fromBytes(bytes: Buffer, type: string, dims: number[], input: st
     return { type, data: new d.ctor(copy), dims };
 }
 
+/** The JSON number (or string) of an element of a tensor of this type: int64 as a number, half precision as its value. */
+function jsonOf(type: string, sample: unknown): (x: never) => unknown {
+    return type === 'float16' ? fromHalf : typeof sample === 'bigint' ? Number : (x: unknown) => x;
+}
+
 /** A typed array (or a row range of it) to nested JSON arrays. */
 export function toNested(t: Tensor, fromRow = 0, rows = t.dims[0] ?? 1): unknown {
     const data = t.data;
-    const convert = typeof data[0] === 'bigint' ? Number : (x: number) => x;
+    const convert = jsonOf(t.type, data[0]);
     const inner = t.dims.slice(1);
     const stride = size(inner);
     if (t.dims.length === 0) {
@@ -192,10 +307,43 @@ export function toNested(t: Tensor, fromRow = 0, rows = t.dims[0] ?? 1): unknown
     return build(0);
 }
 
+/**
+ * A tensor's elements flat, row-major, as the Open Inference Protocol's JSON `data`: numbers (int64 too), booleans
+ * for bool, strings for BYTES.
+ */
+export function toFlat(t: Tensor): unknown[] {
+    const convert = t.type === 'bool' ? Boolean : jsonOf(t.type, t.data[0]);
+    return Array.from(t.data as unknown as ArrayLike<never>, convert);
+}
+
+/**
+ * A tensor's elements as the Open Inference Protocol's binary extension sends them: its raw little-endian bytes (a
+ * view, not a copy), or for BYTES each element's 4-byte little-endian length, then its UTF-8 bytes.
+ */
+export function toBytes(t: Tensor): Buffer {
+    if (t.type !== STRING) {
+        return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    }
+    const parts = (t.data as unknown as string[]).map((s) => Buffer.from(s, 'utf8'));
+    const out = Buffer.allocUnsafe(parts.reduce((n, p) => n + 4 + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+        out.writeUInt32LE(p.length, at);
+        at += 4 + p.copy(out, at + 4);
+    }
+    return out;
+}
+
+/** A model input's tensor of zeros (empty strings for strings), as `dims` say: a warm-up's feed. */
+export function zeros(type: string, input: string, dims: number[]): Tensor {
+    return { type, data: type === STRING ? new Array<string>(size(dims)).fill('') as never : new (dtype(type, input).ctor)(size(dims)), dims };
+}
+
 /** Rows [from, from + rows) of a tensor along its first dim. */
 export function sliceRows(t: Tensor, from: number, rows: number): Tensor {
     const stride = size(t.dims.slice(1));
-    return { type: t.type, data: t.data.subarray(from * stride, (from + rows) * stride), dims: [rows, ...t.dims.slice(1)] };
+    const data = t.type === STRING ? (t.data as unknown as string[]).slice(from * stride, (from + rows) * stride) as never : t.data.subarray(from * stride, (from + rows) * stride);
+    return { type: t.type, data, dims: [rows, ...t.dims.slice(1)] };
 }
 
 /** Concatenate tensors along the first dim, zero-padding to `padTo` rows when the model needs a fixed batch. */
@@ -207,6 +355,11 @@ export function concatRows(parts: Tensor[], padTo = 0): Tensor {
         return first;
     }
     const stride = size(first.dims.slice(1));
+    if (first.type === STRING) {
+        // padded with empty strings
+        const data = parts.flatMap((p) => [...p.data as unknown as string[]]).concat(new Array<string>((total - rows) * stride).fill(''));
+        return { type: first.type, data: data as never, dims: [total, ...first.dims.slice(1)] };
+    }
     const data = new (first.data.constructor as Ctor)(total * stride);
     let at = 0;
     for (const p of parts) {

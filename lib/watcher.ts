@@ -36,7 +36,7 @@ const modelDepth = 2;
 const maxLinks = 40;
 
 /** What the watcher looks out for, worked out afresh after each look (a link may point elsewhere since). */
-interface Targets {
+export interface Targets {
     /** the files and links the config is made of, each at the real path of its folder (as events name them) */
     files: Set<string>;
     /** model folders (real paths): what changes inside them, as deep as they are read, changes a model */
@@ -259,9 +259,12 @@ function fingerprint(text: Buffer, digests: Map<string, string>, config: ServeCo
 const keyFiles = (auth: { api_keys?: { file?: unknown }; admin_keys?: { file?: unknown } } | undefined): unknown[] =>
     [auth?.api_keys?.file, auth?.admin_keys?.file];
 
-/** The model paths, handler modules and key files of a valid config (absolute: validation resolved them). */
+/**
+ * The model paths, handler modules and key files of a valid config (absolute: validation resolved them). A multiplexed
+ * deployment's folder of models is its own to watch (lib/model-folder.ts): a model added there is no new config.
+ */
 const sources = (config: ServeConfig): string[] => [
-    ...config.applications.flatMap((a) => a.deployments).flatMap((d) => [d.model.path, d.handler]).filter(isModule),
+    ...config.applications.flatMap((a) => a.deployments).flatMap((d) => [...d.multiplex ? [] : [d.model.path], d.handler]).filter(isModule),
     ...keyFiles(config.auth).filter((p): p is string => p !== undefined)
 ];
 
@@ -285,8 +288,8 @@ function named(file: string): string[] {
     }
 }
 
-/** The paths to look out for and the folders to watch, for these files and model folders. */
-function targets(paths: string[]): Targets {
+/** The paths to look out for and the folders to watch, for these files and model folders (lib/model-folder.ts too). */
+export function targets(paths: string[]): Targets {
     const t: Targets = { files: new Set(), trees: [], dirs: new Set() };
     const memo = new Map<string, string>();
     const tree = (dir: string, depth: number): void => {
@@ -371,7 +374,7 @@ function resolve(p: string, links: Set<string>, memo: Map<string, string>, hops 
 }
 
 /** A watch on a folder that calls `event` with the entry each event names: none when the folder cannot be watched. */
-function watchFolder(dir: string, event: (name: string) => void): fs.FSWatcher[] {
+export function watchFolder(dir: string, event: (name: string) => void): fs.FSWatcher[] {
     /* c8 ignore next - see below */
     const warn = (err: Error) => log.warn(`watching ${dir} for changes: ${err.message}`);
     try {
@@ -390,7 +393,7 @@ function watchFolder(dir: string, event: (name: string) => void): fs.FSWatcher[]
  * Whether p is on what the config is made of: one of its files (a model folder is one: its deletion is seen from the
  * folder above), or what a model folder holds, as deep as it is read.
  */
-function relevant(t: Targets, p: string): boolean {
+export function relevant(t: Targets, p: string): boolean {
     return t.files.has(p) || t.trees.some((root) => {
         const rel = path.relative(root, p);
         const below = rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);

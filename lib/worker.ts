@@ -8,10 +8,16 @@ import { create } from '../handlers';
 import { catalogue, fail, toWire, type WireError } from './errors';
 import { modelFiles } from './model-files';
 import { bindLogs, configureLogging, log } from './log';
-import { dtype, size } from './tensor';
+import { zeros } from './tensor';
 import type { Feeds } from './tensor';
+import { answered, deploymentHandle, inBatch } from './handle';
+import { ModelCache } from './model-cache';
 import type { Handler } from './handler';
-import type { ToWorker, FromWorker, ReplicaSpec } from './messages';
+import { BinaryAnswer } from './oip-answer';
+import type { Body, ToWorker, FromWorker, ReplicaSpec } from './messages';
+import type { ModelRef } from './model-folder';
+import type { Signature } from './signature';
+import type { ModelConfig } from '../schemas/serve';
 
 const spec = JSON.parse(process.env.TSSERVE_REPLICA as string) as ReplicaSpec;
 // Each line this process logs names its replica.
@@ -25,7 +31,7 @@ const send = (msg: FromWorker): void => {
 function warmupFeeds(session: Session): Feeds {
     return Object.fromEntries(session.signature.inputs.map((i) => {
         const dims = i.dims.map((d) => typeof d === 'number' ? d : 1);
-        return [i.name, { type: i.type, data: new (dtype(i.type, i.name).ctor)(size(dims)), dims }];
+        return [i.name, zeros(i.type, i.name, dims)];
     }));
 }
 
@@ -55,25 +61,74 @@ const named = (message: string): string => spec.snapshot
     ? message.split(spec.model.path).join(spec.snapshot.source).split(spec.snapshot.handler as string).join(spec.handler)
     : message;
 
-async function start(): Promise<{ session: Session; handler: Handler }> {
-    const model = modelFiles(spec.model);
-    const session = await load({ ...spec.model, path: model.file }, spec.resources);
-    const file = spec.snapshot?.handler ? preload(spec.handler, spec.snapshot.handler) : spec.handler;
-    const handler = create(file, { options: spec.options, model });
+/** A model in its runtime, and the handler made for it. */
+interface Ready {
+    session: Session;
+    handler: Handler;
+}
+
+/** the handler module to create handlers by (the snapshot's copy, once preloaded) */
+let handlerFile: string | undefined;
+/** the user_config in force: the one started with, then each that reconfigure applied */
+let userConfig = spec.user_config;
+/** a multiplexed deployment's models (lib/model-cache.ts): the one the replica starts with, then each on its first use */
+let models: ModelCache<Ready> | undefined;
+
+/** Loads a model, then the handler made for its files (each model of a multiplexed deployment has its own). */
+async function open(config: ModelConfig): Promise<Ready> {
+    const model = modelFiles(config);
+    const session = await load({ ...config, path: model.file }, spec.resources);
+    handlerFile ??= spec.snapshot?.handler ? preload(spec.handler, spec.snapshot.handler) : spec.handler;
+    const handler = create(handlerFile, { options: spec.options, model, deployment: (name) => deploymentHandle(name, send) });
     await handler.load?.(session.signature);
-    await handler.reconfigure(spec.user_config, session.signature);
+    await handler.reconfigure(userConfig, session.signature);
+    return { session, handler };
+}
+
+/**
+ * Loads a model of a multiplexed deployment on its first use. It must take the inputs that the model the replica
+ * started with takes (`kind`): the front checks every request against those. A failure is the batch's, named by the
+ * model's id (its path is the server's business).
+ */
+async function openModel(ref: ModelRef, kind: Signature): Promise<Ready> {
+    const why = (text: string) => fail('MODEL_ERROR', `model "${ref.id}" ${text.split(ref.path).join(path.basename(ref.path))}`);
+    let ready: Ready;
+    try {
+        ready = await open({ ...spec.model, path: ref.path });
+    }
+    catch (err) {
+        throw why(`failed to load: ${(err as Error).message.split('\n')[0]}`);
+    }
+    const inputs = (sig: Signature) => JSON.stringify(sig.inputs);
+    if (inputs(ready.session.signature) !== inputs(kind)) {
+        ready.session.release();
+        throw why(`takes other inputs (${inputs(ready.session.signature)}) than the deployment's other models (${inputs(kind)}): a multiplexed deployment serves models of one kind`);
+    }
+    return ready;
+}
+
+async function start(): Promise<Ready> {
+    const ready = await open(spec.model);
+    const { session } = ready;
     try {
         await session.run(warmupFeeds(session));
     }
     catch (err) {
         log.warn(`replica ${spec.id}: warm-up inference failed (${(err as Error).message}); serving anyway`);
     }
-    return { session, handler };
+    return ready;
 }
 
 const loading = performance.now();
 let chain = start().then((ready) => {
     const load_s = (performance.now() - loading) / 1000;
+    if (spec.start_model) {
+        // multiplexed: the model it started with is the first its cache holds, and the kind of every other
+        const kind = ready.session.signature;
+        models = new ModelCache<Ready>((spec.multiplex as { max_num_models_per_replica: number }).max_num_models_per_replica,
+            (ref) => openModel(ref, kind), (m) => m.session.release(), (report) => send({ type: 'models', ...report }));
+        models.seed(spec.start_model, ready);
+    }
     send({ type: 'ready', signature: ready.session.signature, backend: ready.session.backend, notice: ready.session.notice, load_s });
     return ready;
 }, (err: Error) => {
@@ -83,7 +138,7 @@ let chain = start().then((ready) => {
 });
 
 /** Runs a batch; `stages` gets the seconds each stage took (preprocess, inference, postprocess), as far as it got. */
-async function runBatch({ session, handler }: { session: Session; handler: Handler }, items: unknown[], stages: [number, number, number]): Promise<string[]> {
+async function runBatch({ session, handler }: { session: Session; handler: Handler }, items: unknown[], stages: [number, number, number]): Promise<Body[]> {
     let t = performance.now();
     const lap = (i: number): void => {
         const now = performance.now();
@@ -99,7 +154,8 @@ async function runBatch({ session, handler }: { session: Session; handler: Handl
     if (!Array.isArray(bodies) || bodies.length !== items.length) {
         throw fail('HANDLER_ERROR', `postprocess returned ${Array.isArray(bodies) ? bodies.length : 'no'} bodies for ${items.length} items`);
     }
-    return bodies.map((b) => JSON.stringify(b));
+    // an answer in the Open Inference Protocol's binary extension goes as it is; any other, as JSON
+    return bodies.map((b) => b instanceof BinaryAnswer ? b : JSON.stringify(b));
 }
 
 /** A batch failed: one record, naming its requests, with the error's stack; a client's error (4xx) is a warning. */
@@ -117,18 +173,33 @@ process.on('message', (msg: ToWorker) => {
         configureLogging(msg.logging_config);
         return;
     }
+    if (msg.type === 'called') {
+        answered(msg);
+        return;
+    }
     chain = chain.then(async (ready) => {
         if (msg.type === 'batch') {
             const stages: [number, number, number] = [0, 0, 0];
-            send(await runBatch(ready, msg.items, stages).then((bodies) => ({ type: 'result', id: msg.id, bodies, stages }), (err: unknown) => {
+            // A multiplexed deployment's batch runs on its model, loaded first if the replica does not hold it. (A
+            // replica of a version that is not multiplexed runs it on its one model: a rolling replace between the two.)
+            send(await inBatch(msg.items, msg.request_ids, msg.deadlines_ms, async () => runBatch(msg.model && models ? await models.use(msg.model) : ready, msg.items, stages)).then((bodies) => ({ type: 'result', id: msg.id, bodies, stages }), (err: unknown) => {
                 const error = toWire(err);
                 logFailure(err, error, msg.items.length, msg.request_ids);
                 return { type: 'result', id: msg.id, error, stages };
             }));
         }
         else if (msg.type === 'reconfigure') {
-            send(await Promise.resolve().then(() => ready.handler.reconfigure(msg.user_config, ready.session.signature))
-                .then(() => ({ type: 'reconfigured' }), (err: Error) => ({ type: 'reconfigured', error: err.message })));
+            // every model's handler (a multiplexed deployment's), and those of the models loaded from now on
+            send(await Promise.resolve().then(async () => {
+                /* c8 ignore next - a user_config change on a multiplexed deployment has no test yet (see the issue note) */
+                for (const m of models?.values() ?? [ready]) {
+                    await m.handler.reconfigure(msg.user_config, m.session.signature);
+                }
+                userConfig = msg.user_config;
+            }).then(() => ({ type: 'reconfigured' }), (err: Error) => ({ type: 'reconfigured', error: err.message })));
+        }
+        else if (msg.type === 'unload') {
+            (models as ModelCache<Ready>).drop(msg.ids);
         }
         else {
             // Closing the channel flushes the answers already sent; 'disconnect' below then exits.

@@ -2,10 +2,14 @@
 // Usage: node dist/modelgen/make.js [outDir]   (default: <repo root>/examples/models)
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { mlp } from './zoo';
+import { adder, mlp } from './zoo';
 
 const MODELS: Record<string, () => Uint8Array> = {
     'mlp.onnx': () => mlp(), // served by serve.yaml
+    // a multiplexed deployment's folder of models, served by examples/multiplex.yaml
+    'adders/plus1.onnx': () => adder(1, 3),
+    'adders/plus10.onnx': () => adder(10, 3),
+    'adders/plus100.onnx': () => adder(100, 3),
 };
 
 /** Nearest ancestor of `from` (inclusive) that holds a package.json. */
@@ -25,6 +29,7 @@ export function writeModels(dir: string): string[] {
     mkdirSync(dir, { recursive: true });
     return Object.entries(MODELS).map(([file, make]) => {
         const path = join(dir, file);
+        mkdirSync(dirname(path), { recursive: true });
         writeFileSync(`${path}.${process.pid}.tmp`, make());
         renameSync(`${path}.${process.pid}.tmp`, path);
         return path;

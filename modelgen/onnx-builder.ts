@@ -5,7 +5,7 @@
 // followed by a varint (type 0), 4 little-endian bytes (type 5) or a
 // varint length plus payload (type 2). Messages are encoded bottom-up.
 
-export type DType = 'float32' | 'int32' | 'int64';
+export type DType = 'float32' | 'int32' | 'int64' | 'float16' | 'float64' | 'int8' | 'int16' | 'uint8' | 'uint16' | 'uint32' | 'uint64' | 'bool' | 'string';
 /** A dimension: a fixed size, or a symbolic name such as 'batch'. */
 export type Dim = number | string;
 export type TensorData = Float32Array | Int32Array | BigInt64Array;
@@ -23,7 +23,9 @@ export type Attr =
     | { ints: number[] };
 
 /** TensorProto.DataType codes. */
-const ELEM_TYPE: Record<DType, number> = { float32: 1, int32: 6, int64: 7 };
+const ELEM_TYPE: Record<DType, number> = {
+    float32: 1, uint8: 2, int8: 3, uint16: 4, int16: 5, int32: 6, int64: 7, string: 8, bool: 9, float16: 10, float64: 11, uint32: 12, uint64: 13
+};
 /** ModelProto.ir_version (IR v8, ONNX 1.10+) and default-domain opset. */
 export const IR_VERSION = 8;
 export const OPSET = 17;

@@ -133,6 +133,16 @@ export function slow({ size = 512, repeats = 4 }: { size?: number; repeats?: num
 }
 
 /**
+ * x float32 [batch, width] -> y = x + c: models of one kind that each answer differently, as a multiplexed
+ * deployment's folder holds them (examples/multiplex.yaml, test/multiplex.test.ts).
+ */
+export function adder(c: number, width = 1): Uint8Array {
+    const g = new Graph('adder').input('x', 'float32', ['batch', width]);
+    g.node('Add', ['x', g.initializer('c', scalar(c), [])], ['y']);
+    return g.output('y', 'float32', ['batch', width]).toBytes();
+}
+
+/**
  * ResNet-18 topology with seeded random He-scaled weights (batch norm folded into conv bias):
  * input float32 [batch, 3, 224, 224] -> logits float32 [batch, classes]. ~11.7M parameters.
  */
@@ -175,4 +185,36 @@ export function resnet18({ classes = 1000, seed = 18 }: { classes?: number; seed
     const fcB = g.initializer('fc.b', uniform(rand, classes, 0.01), [classes]);
     g.node('Gemm', [x, fcW, fcB], ['logits'], { transB: { i: 1 } });
     return g.output('logits', 'float32', ['batch', classes]).toBytes();
+}
+
+/** The Open Inference Protocol's datatypes as ONNX names them, by the protocol's name (lowercase): one model input each. */
+const oipTypes = {
+    bool: 'bool', uint8: 'uint8', uint16: 'uint16', uint32: 'uint32', uint64: 'uint64', int8: 'int8', int16: 'int16', int32: 'int32',
+    int64: 'int64', fp16: 'float16', fp32: 'float32', fp64: 'float64', bytes: 'string'
+} as const;
+
+/**
+ * Every datatype of the Open Inference Protocol in and out: an input [batch, n] per datatype, named after it in
+ * lowercase (`bool`, `uint8`, ..., `fp16`, `bytes`: an ONNX string tensor), each passed through Identity to
+ * `<name>_out`.
+ */
+export function dtypes(): Uint8Array {
+    const g = new Graph('dtypes');
+    for (const [name, type] of Object.entries(oipTypes)) {
+        g.input(name, type, ['batch', 'n']).output(`${name}_out`, type, ['batch', 'n']);
+        g.node('Identity', [name], [`${name}_out`]);
+    }
+    return g.toBytes();
+}
+
+/**
+ * The model of the Open Inference Protocol's example request: `input0` uint32 [2, 2] and `input1` bool [3] in,
+ * `output0` float32 [3, 2] out, which the example's answer shows as [1.0, 1.1, 2.0, 2.1, 3.0, 3.1]. The protocol does
+ * not say what the model computes: this one answers that table whatever its inputs. Its inputs share no batch
+ * dimension (2 rows and 3), so a request to it runs alone.
+ */
+export function oipExample(): Uint8Array {
+    const g = new Graph('mymodel').input('input0', 'uint32', [2, 2]).input('input1', 'bool', [3]);
+    g.node('Constant', [], ['output0'], { value: { t: { data: Float32Array.of(1.0, 1.1, 2.0, 2.1, 3.0, 3.1), dims: [3, 2] } } });
+    return g.output('output0', 'float32', [3, 2]).toBytes();
 }

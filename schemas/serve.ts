@@ -78,6 +78,12 @@ export const autoscalingConfig = (maxReplicas: number) => Joi.object({
     aggregation_function: Joi.string().valid(...aggregationFunctions).default('mean')
 });
 
+/** Ray Serve's model multiplexing: how many of the folder's models a replica holds at once (Ray's name and default). */
+export const multiplex = Joi.object({
+    max_num_models_per_replica: Joi.number().integer().min(1).max(1024).default(3)
+        .description('models a replica holds at once; loading one more evicts its least recently used (max_models_per_replica is taken for it too)')
+}).rename('max_models_per_replica', 'max_num_models_per_replica');
+
 /** num_replicas: a number and autoscaling_config exclude each other; with autoscaling_config it reads auto, else defaults to 1. */
 function replicaCount(d: { num_replicas?: number | 'auto'; autoscaling_config?: object }, helpers: Joi.CustomHelpers): unknown {
     if (typeof d.num_replicas === 'number' && d.autoscaling_config) {
@@ -87,6 +93,10 @@ function replicaCount(d: { num_replicas?: number | 'auto'; autoscaling_config?: 
     return d;
 }
 
+/** A deployment named from another: `name` in the same application, or `application/name`. */
+const deploymentRef = Joi.string().pattern(/^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}\/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/)
+    .messages({ 'string.pattern.base': '{{#label}} must name a deployment: "name" in the same application, or "application/name"' });
+
 export const deployment = Joi.object({
     name: name.required(),
     handler: handler.default('tensor'),
@@ -94,6 +104,7 @@ export const deployment = Joi.object({
     ingress: Joi.boolean().default(false),
     model_name: name.description('its name in the Open Inference Protocol (/v2/models/{model_name}); by default the application\'s name when the application has one deployment, else application.deployment'),
     model: model.required(),
+    multiplex: multiplex.description('many models of one kind in this deployment: model.path is then a folder holding one model an entry (<id>.onnx, or a folder <id>/), each request naming its model id (lib/multiplex.ts)'),
     // Its default (1) is set below, where an autoscaling_config is known to be absent.
     num_replicas: Joi.number().integer().min(1).max(256).allow('auto').description('a fixed count, or auto (autoscaling with Ray\'s defaults for auto)'),
     autoscaling_config: Joi.when('num_replicas', { is: 'auto', then: autoscalingConfig(100).default(), otherwise: autoscalingConfig(1) }),
@@ -107,15 +118,32 @@ export const deployment = Joi.object({
     health_check_period_s: Joi.number().min(0.1).max(3600).default(10),
     health_check_timeout_s: Joi.number().min(0.1).max(3600).default(30),
     user_config: Joi.object().unknown(true).default({}),
+    calls: Joi.array().items(deploymentRef).unique().default([])
+        .description('the deployments its handler calls (ctx.deployment(name).call(body)): a deployment of its own application by name, or another application\'s as application/deployment; a cycle is refused'),
     logging_config: loggingConfig.description('overrides the top level\'s logging_config, field by field; applied in place')
 }).custom(replicaCount).messages({
     'deployment.replicas': '{{#label}} and autoscaling_config cannot both be set: num_replicas fixes the count, autoscaling_config lets it change (num_replicas: auto with autoscaling_config is allowed)'
 });
 
+/**
+ * One step of a pipeline route: a deployment of the application, and optionally the body it is sent, written as a
+ * template over the previous step's answer ("$" is the whole answer, "$.a.b[0]" a part of it; lib/pipeline.ts).
+ */
+export const pipelineStep = Joi.alternatives(name, Joi.object({
+    deployment: name.required(),
+    input: Joi.any().description('the body sent to this step: a template over the previous step\'s answer; default: that answer as it is')
+}));
+
 export const route = Joi.object({
     path: urlPath.default('/predict'),
-    method: Joi.string().valid('POST', 'PUT').insensitive().uppercase().default('POST'),
-    deployment: name.required()
+    method: Joi.string().valid('GET', 'POST', 'PUT').insensitive().uppercase().default('POST')
+        .description('GET takes its input from the query string, for a handler that declares how (the text handler: ?text=...)'),
+    deployment: name,
+    pipeline: Joi.array().items(pipelineStep).min(2)
+        .description('deployments of the application run in turn, each step\'s answer the next step\'s body (Triton\'s ensemble)')
+}).xor('deployment', 'pipeline').messages({
+    'object.missing': '{{#label}} must name a deployment, or a pipeline of deployments',
+    'object.xor': '{{#label}} takes deployment or pipeline, not both'
 });
 
 export const application = Joi.object({
@@ -181,6 +209,8 @@ export interface DeploymentConfig {
     /** its name in the Open Inference Protocol, when set (lib/oip.ts, modelName) */
     model_name?: string;
     model: ModelConfig;
+    /** set: model.path is a folder of models of one kind, each request naming one (lib/multiplex.ts) */
+    multiplex?: MultiplexConfig;
     /** 'auto' exactly when autoscaling_config is set */
     num_replicas: number | 'auto';
     autoscaling_config?: AutoscalingConfig;
@@ -192,8 +222,15 @@ export interface DeploymentConfig {
     health_check_period_s: number;
     health_check_timeout_s: number;
     user_config: Record<string, unknown>;
+    /** the deployments its handler may call: `name` (its own application's) or `application/name` */
+    calls: string[];
     /** once loaded: the top level's, with the deployment's own fields over it (lib/config.ts) */
     logging_config?: LoggingConfig;
+}
+
+/** Ray Serve's model multiplexing settings, defaults filled in (schemas: multiplex). */
+export interface MultiplexConfig {
+    max_num_models_per_replica: number;
 }
 
 export interface LoggingConfig {
@@ -219,10 +256,15 @@ export interface AutoscalingConfig {
     aggregation_function: typeof aggregationFunctions[number];
 }
 
+/** A pipeline step, its template (if any) over the previous step's answer. */
+export type PipelineStep = string | { deployment: string; input?: unknown };
+
+/** A route: to one deployment, or to a pipeline of them (exactly one of the two). */
 export interface RouteConfig {
     path: string;
-    method: 'POST' | 'PUT';
-    deployment: string;
+    method: 'GET' | 'POST' | 'PUT';
+    deployment?: string;
+    pipeline?: PipelineStep[];
 }
 
 export interface ApplicationConfig {

@@ -65,6 +65,7 @@ t.test('a minimal file gets every default from the schema', async (t) => {
         health_check_period_s: 10,
         health_check_timeout_s: 30,
         user_config: {},
+        calls: [],
         logging_config: { log_level: 'INFO', enable_access_log: true }
     });
     t.strictSame(config.logging_config, { log_level: 'INFO', enable_access_log: true }, 'logging_config: INFO, access log on; encoding by the terminal');
@@ -233,10 +234,12 @@ const rules: Rule[] = [
     { name: 'deployments is a list', mutate: (d) => { app0(d).deployments = deployment('model'); }, path: 'applications[0].deployments', message: /must be an array/ },
     { name: 'routes not empty', mutate: (d) => { app0(d).routes = []; }, path: 'applications[0].routes', message: /must contain at least 1 items/ },
     // route
-    { name: 'route deployment required', mutate: (d) => { app0(d).routes = [{ path: '/p' }]; }, path: 'applications[0].routes[0].deployment', message: /is required/ },
+    { name: 'route deployment or pipeline required', mutate: (d) => { app0(d).routes = [{ path: '/p' }]; }, path: 'applications[0].routes[0]', message: /must name a deployment, or a pipeline of deployments/ },
+    { name: 'route pipeline of two or more', mutate: (d) => { app0(d).routes = [{ pipeline: ['model'] }]; }, path: 'applications[0].routes[0].pipeline', message: /must contain at least 2 items/ },
+    { name: 'deployment calls are names', mutate: (d) => { dep0(d).calls = ['a/b/c']; }, path: `${D}.calls[0]`, message: /must name a deployment: "name" in the same application, or "application\/name"/ },
     { name: 'route deployment is a name', mutate: (d) => { app0(d).routes = [{ deployment: '../model' }]; }, path: 'applications[0].routes[0].deployment', message: /must start with a letter or digit/ },
     { name: 'route path is a URL path', mutate: (d) => { app0(d).routes = [{ path: 'predict', deployment: 'model' }]; }, path: 'applications[0].routes[0].path', message: /must be a URL path such as/ },
-    { name: 'route method POST or PUT', mutate: (d) => { app0(d).routes = [{ method: 'GET', deployment: 'model' }]; }, path: 'applications[0].routes[0].method', message: /must be one of \[POST, PUT\]/ },
+    { name: 'route method GET, POST or PUT', mutate: (d) => { app0(d).routes = [{ method: 'PATCH', deployment: 'model' }]; }, path: 'applications[0].routes[0].method', message: /must be one of \[GET, POST, PUT\]/ },
     { name: 'unknown route key', mutate: (d) => { app0(d).routes = [{ deployment: 'model', verb: 'POST' }]; }, path: 'applications[0].routes[0].verb', message: /is not allowed/ },
     // deployment
     { name: 'unknown deployment key', mutate: (d) => { dep0(d).replica = 2; }, path: `${D}.replica`, message: /is not allowed/ },
@@ -512,7 +515,7 @@ t.test('ConfigError.message lists every issue with its path', async (t) => {
     const doc = minimal();
     doc.http_options = { port: -5 };
     dep0(doc).num_replicas = 0;
-    app0(doc).routes = [{ method: 'GET', deployment: 'model' }];
+    app0(doc).routes = [{ method: 'PATCH', deployment: 'model' }];
     const e = t.throws(() => validate(doc, dir, '/etc/serve.yaml')) as ConfigError;
     t.type(e, Error);
     t.equal(e.name, 'ConfigError');

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { inspect } from 'node:util';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fixedBatch, halves, intInput, lookup, mlp, pairSeq, slow } from '../modelgen/zoo';
+import { dtypes, fixedBatch, halves, intInput, lookup, mlp, oipExample, pairSeq, slow } from '../modelgen/zoo';
 import type { TensorInfo } from '../lib/signature';
 
 export const cli = path.join(__dirname, '..', 'lib', 'cli.ts');
@@ -18,7 +18,8 @@ export function fixtures(): string {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsserve-test-'));
     const models: Record<string, Uint8Array> = {
         'mlp.onnx': mlp(), 'mlp2.onnx': mlp({ seed: 7 }), 'pair.onnx': pairSeq(), 'fixed.onnx': fixedBatch(),
-        'int.onnx': intInput(), 'lookup.onnx': lookup(), 'halves.onnx': halves(), 'slow.onnx': slow({ size: 384, repeats: 4 })
+        'int.onnx': intInput(), 'lookup.onnx': lookup(), 'halves.onnx': halves(), 'slow.onnx': slow({ size: 384, repeats: 4 }),
+        'dtypes.onnx': dtypes(), 'mymodel.onnx': oipExample()
     };
     for (const [name, bytes] of Object.entries(models)) {
         fs.writeFileSync(path.join(dir, name), bytes);
@@ -56,6 +57,8 @@ export interface StartOptions {
      * its first start, as the line "start-up complete" says. false: only until the listener is bound, which comes first.
      */
     started?: boolean;
+    /** a compiled CLI (dist/lib/cli.js) to run as it is, without this process's TypeScript loader; default: lib/cli.ts */
+    cli?: string;
 }
 
 /** Starts `tsserve up` on serve.yaml text written into dir, on a free port, and waits until it has started. */
@@ -66,8 +69,9 @@ export function serve(dir: string, yaml: string, file = 'serve.yaml', options: S
 }
 
 /** Starts `tsserve up` on an existing file, on a free port, and waits until it listens, and until it has started. */
-export async function start(config: string, { started = true }: StartOptions = {}): Promise<Served> {
-    const proc = spawn(process.execPath, [...process.execArgv, cli, 'up', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function start(config: string, { started = true, cli: compiled }: StartOptions = {}): Promise<Served> {
+    const args = compiled ? [compiled] : [...process.execArgv, cli];
+    const proc = spawn(process.execPath, [...args, 'up', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], ...compiled && { env: { ...process.env, NODE_OPTIONS: '' } } });
     // If this test process dies (a tap timeout, say), its server must not outlive it.
     const reap = () => proc.kill('SIGKILL');
     process.once('exit', reap);

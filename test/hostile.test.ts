@@ -150,7 +150,7 @@ t.test('hostile tensor JSON is a 400 from the shape, checked before anything is 
     t.throws(() => parseTensor({ inputs: { a: longFirstRow(100000, 100000), b: [[0]] } }, pairSig), { output: { statusCode: 400 }, data: { code: 'INPUT_SHAPE_MISMATCH' }, message: /input "a" is ragged/ }, 'dims multiplying to 1e10');
     t.throws(() => parseTensor({ inputs: { a: [[1, 2], [3, 4]], b: longFirstRow(300, 300) } }, pairSig), { message: /input "b" is ragged/ }, 'found before the allocation, at any depth');
     const big = Array.from({ length: 300 }, () => Array(300).fill(1));
-    t.same(parseTensor({ inputs: { a: big, b: big } }, pairSig).item.a.dims, [300, 300], 'a large rectangular tensor is taken');
+    t.same(parseTensor({ inputs: { a: big, b: big } }, pairSig).item.feeds.a.dims, [300, 300], 'a large rectangular tensor is taken');
     t.throws(() => parseTensor({ inputs: { x: [[1, 2, 3]] } }), { message: 'input "x" expects shape [batch, 4], received [1, 3]' }, 'a fixed dim, before any value is read');
 
     // The Open Inference Protocol's shape, against the model and then against the data sent.

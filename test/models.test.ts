@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Graph, IR_VERSION, OPSET } from '../modelgen/onnx-builder';
-import { fixedBatch, intInput, mlp, mlpWeights, mulberry32, pairSeq, resnet18, slow } from '../modelgen/zoo';
+import { adder, fixedBatch, intInput, mlp, mlpWeights, mulberry32, pairSeq, resnet18, slow } from '../modelgen/zoo';
 import { repoRoot, writeModels } from '../modelgen/make';
 import { near } from './helpers';
 
@@ -179,15 +179,18 @@ t.test('make', async (t) => {
     t.throws(() => repoRoot('/'), /no package.json above \//);
 
     const dir = t.testdir();
-    t.same(writeModels(join(dir, 'out')), [join(dir, 'out', 'mlp.onnx')]);
+    // the MLP, and examples/multiplex.yaml's folder of models
+    const made = ['mlp.onnx', 'adders/plus1.onnx', 'adders/plus10.onnx', 'adders/plus100.onnx'];
+    t.same(writeModels(join(dir, 'out')), made.map((f) => join(dir, 'out', f)));
     t.same(new Uint8Array(readFileSync(join(dir, 'out', 'mlp.onnx'))), mlp());
+    t.same(new Uint8Array(readFileSync(join(dir, 'out', 'adders', 'plus10.onnx'))), adder(10, 3));
 
     const cli = (...args: string[]) =>
         spawnSync(process.execPath, [...process.execArgv, join(ROOT, 'modelgen', 'make.ts'), ...args], { encoding: 'utf8' });
     const explicit = cli(join(dir, 'cli'));
     t.equal(explicit.status, 0, explicit.stderr);
-    t.equal(explicit.stdout, `wrote ${join(dir, 'cli', 'mlp.onnx')}\n`);
+    t.equal(explicit.stdout, made.map((f) => `wrote ${join(dir, 'cli', f)}\n`).join(''));
     const byDefault = cli();
     t.equal(byDefault.status, 0, byDefault.stderr);
-    t.equal(byDefault.stdout, `wrote ${join(ROOT, 'examples', 'models', 'mlp.onnx')}\n`);
+    t.equal(byDefault.stdout, made.map((f) => `wrote ${join(ROOT, 'examples', 'models', f)}\n`).join(''));
 });

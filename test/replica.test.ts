@@ -39,7 +39,7 @@ t.test('a running replica drains, then exits by itself', async (t) => {
     r.start();
     await once(r, 'ready');
     t.same(r.signature?.inputs, [info('x', 'float32', ['batch', 4])]);
-    const answer = r.run([{ x: { type: 'float32', data: new Float32Array(4), dims: [1, 4] } }]);
+    const answer = r.run([{ feeds: { x: { type: 'float32', data: new Float32Array(4), dims: [1, 4] } } }]);
     await r.stop(60000);
     t.equal((await answer).length, 1, 'the batch in flight was answered');
     t.equal(r.state, 'STOPPED');

@@ -108,7 +108,7 @@ function setup(t: Test, config: Partial<SchedulerConfig> = {}, replicas = [new F
     const s = new Scheduler(host);
     t.teardown(() => s.drain(0));
     const submit: Setup['submit'] = (item, { rows = 1, key = 'k', timeoutMs = 60_000, client } = {}) =>
-        s.submit({ rows, key, item }, timeoutMs, client).catch((err: Boom.Boom) => `${err.output.statusCode} ${(err.data as { code: string }).code}: ${err.message}`);
+        (s.submit({ rows, key, item }, timeoutMs, client) as Promise<string>).catch((err: Boom.Boom) => `${err.output.statusCode} ${(err.data as { code: string }).code}: ${err.message}`);
     return { s, host, submit };
 }
 

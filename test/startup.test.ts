@@ -4,6 +4,7 @@
 // drains. A model is made slow to load on purpose: its handler's load() waits for a file that the test writes, so the
 // test decides when loading ends, with no timing assumption.
 import t from 'tap';
+import { CpuBudget } from '../lib/cpu-budget';
 import fs from 'node:fs';
 import path from 'node:path';
 import { app, fixtures, serve, until, type Served } from './helpers';
@@ -160,12 +161,12 @@ t.test('in process: before the first config is applied, and a deployment that wa
     });
 
     t.test('a request to a deployment with no replica yet times out after its timeout', async (t) => {
-        const d = new Deployment('fine', deployment, 'v1', 'digest');
+        const d = new Deployment('fine', deployment, 'v1', 'digest', new CpuBudget(), () => undefined);
         await t.rejects(d.handle({ payload: { inputs: [[1, 2, 3, 4]] }, headers: {}, contentType: 'application/json' }, 10), { output: { statusCode: 504 }, data: { code: 'REQUEST_TIMEOUT' }, message: 'deployment "fine/model" had no replica ready within 0.01s' });
     });
 
     t.test('a deployment stopped while it prepares starts no replica; a request waiting for one is refused', async (t) => {
-        const d = new Deployment('fine', deployment, 'v1', 'digest');
+        const d = new Deployment('fine', deployment, 'v1', 'digest', new CpuBudget(), () => undefined);
         const starting = d.start();
         const waiting = d.handle({ payload: { inputs: [[1, 2, 3, 4]] }, headers: {}, contentType: 'application/json' }, 60_000);
         await d.stop();

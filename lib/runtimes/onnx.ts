@@ -50,6 +50,9 @@ function wrap(s: ort.InferenceSession, backend: string, notice?: string): Sessio
                 const t = v as ort.Tensor;
                 return [k, { type: t.type, data: t.data as never, dims: [...t.dims] }];
             }));
+        },
+        release() {
+            void s.release();
         }
     };
 };

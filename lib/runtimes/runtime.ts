@@ -11,6 +11,8 @@ export interface Session {
     /** why the backend differs from what was asked for, if it does */
     notice?: string;
     run(feeds: Feeds): Promise<Feeds>;
+    /** Frees what the model holds (its weights, native or on a device): a multiplexed deployment's replica evicted it. */
+    release(): void;
 }
 
 export type Loader = (model: ModelConfig, resources: DeploymentConfig['resources']) => Promise<Session>;

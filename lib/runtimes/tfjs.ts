@@ -55,14 +55,16 @@ export const load: Loader = async (model, resources) => {
     let inputs: TensorInfo[];
     let outputs: TensorInfo[];
     let run: (feeds: tf.NamedTensorMap) => tf.Tensor[];
+    /** the loaded model, whose weights release() disposes of */
+    let loaded: { dispose(): unknown };
     if (isGraph(artifacts)) {
-        const g = await tf.loadGraphModel(tf.io.fromMemory(artifacts));
+        const g = loaded = await tf.loadGraphModel(tf.io.fromMemory(artifacts));
         inputs = g.inputs.map((i) => info(i.name, i.shape, i.dtype));
         outputs = g.outputs.map((o) => info(o.name, o.shape, o.dtype));
         run = (feeds) => [g.execute(feeds, outputs.map((o) => o.name))].flat();
     }
     else {
-        const m = await tf.loadLayersModel(tf.io.fromMemory(artifacts));
+        const m = loaded = await tf.loadLayersModel(tf.io.fromMemory(artifacts));
         inputs = m.inputs.map((i, k) => info(m.inputNames[k], i.shape, i.dtype));
         outputs = m.outputs.map((o, k) => info(m.outputNames[k], o.shape, o.dtype));
         run = (feeds) => [m.predict(inputs.map((i) => feeds[i.name]))].flat();
@@ -83,6 +85,9 @@ export const load: Loader = async (model, resources) => {
             finally {
                 tf.dispose(results);
             }
+        },
+        release() {
+            loaded.dispose();
         }
     };
 };

@@ -324,6 +324,9 @@ t.test('on the shared server, two at a time', { jobs: 2 }, async (t) => {
             const updated = await ask();
             t.match(updated, { y: [Number, Number, Number] });
             t.notSame(updated, before, 'which answers');
+            // The reload that rolled it out is recorded once its last step is over: the next test counts reloads from
+            // after it.
+            await until(async () => (await s.get('/-/status')).body.config.last_reload.changes?.replaced.includes('victim/model'), { what: () => `the good update's reload recorded:\n${s.output()}` });
         });
     });
 });

@@ -56,7 +56,11 @@ ${app('quick', 'mlp.onnx')}${gated('slow')}${gated('held')}${broken ? app('broke
     t.teardown(() => s.stop('SIGKILL'));
 
     t.same((await s.get('/-/healthz')).body, { status: 'ok' }, '/-/healthz answers while the models load');
-    const early = await s.get('/-/ready');
+    // (until the model files are read, /-/ready names tsserve itself; then each deployment, while slow's gate holds it)
+    const early = await until(async () => {
+        const r = await s.get('/-/ready');
+        return notReady(r)?.['slow/model'] !== undefined && r;
+    }, { what: '/-/ready naming slow/model', timeoutMs: long });
     t.equal(early.status, 503, '/-/ready is 503 while they load');
     t.equal(early.body.code, 'REPLICA_UNAVAILABLE');
     t.match(notReady(early)['slow/model'], /^starting: 0\/1 replica\(s\) running$/, 'why, by deployment');

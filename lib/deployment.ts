@@ -10,6 +10,7 @@ import { log } from './log';
 import { RunTimes } from './run-times';
 import { Traffic } from './traffic';
 import { snapshots, type Snapshot } from './snapshot';
+import { startPriority } from './start-priority';
 import { fail } from './errors';
 import { create as createHandler } from '../handlers';
 import { modelFiles } from './model-files';
@@ -298,6 +299,9 @@ export class Deployment {
         const running = await this.prepare(config, version);
         while (fresh.length < count) {
             const batch = Array.from({ length: Math.min(step, count - fresh.length) }, () => this.addReplica(config, version, running));
+            // They start while the old version serves: at a low CPU priority until ready (lib/start-priority.ts).
+            // Replicas that grow() starts do not: those are capacity wanted now, or the first of a deployment.
+            batch.forEach((b) => startPriority().untilReady(b.replica));
             fresh.push(...batch.map((b) => b.replica));
             const ok = await Promise.all(batch.map((b) => b.started));
             if (ok.includes(false)) {

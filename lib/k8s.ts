@@ -105,6 +105,13 @@ export function manifests(config: ServeConfig, doc: unknown, options: K8sOptions
                             readinessProbe: probe('/-/ready', 5, 1),
                             livenessProbe: probe('/-/healthz', 10, 3),
                             lifecycle: { preStop: { exec: { command: ['sleep', String(preStopS)] } } },
+                            // SYS_NICE: a rolling update's new replicas start at a low CPU priority and are raised back once
+                            // ready, so that their start-up does not take the cores from the requests being served
+                            // (lib/start-priority.ts); raising needs this capability. Without it in the effective set,
+                            // tsserve says so and starts them at the normal priority. Kubernetes gives a capability to a
+                            // container running as a user other than root only in its bounding set (kubernetes issue
+                            // 56374), so as user node it takes effect once the image grants node the file capability too.
+                            securityContext: { capabilities: { add: ['SYS_NICE'] } },
                             resources: {
                                 requests: { cpu: String(requestCpus), memory: `${requestMiB}Mi` },
                                 limits: { cpu: String(limitCpus), memory: `${requestMiB * 2}Mi` }

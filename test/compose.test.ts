@@ -1,8 +1,9 @@
 // Composition on a real `tsserve up`: a handler that calls other deployments (ctx.deployment(name).call(body)),
 // pipeline routes (each step's answer the next step's body), and GET routes taking their input from the query string.
 // Answers equal the steps run by hand; each step batches on its own under concurrent load; a failing step, an
-// undeclared call, a target's error give clean errors; the request id travels with a call; a rolling update of the
-// steps under load fails no request; the call graph shows in status and /openapi.json; a cycle is refused.
+// undeclared call, a target's error give clean errors; the request id travels with a call; a call that outlasts the
+// caller's batch deadline does not get the caller taken for a hang; a rolling update of the steps under load fails
+// no request; the call graph shows in status and /openapi.json; a cycle is refused.
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { fixtures, near, serve, until, validOpenApi, type Served } from './helpe
 import { validate, ConfigError } from '../lib/config';
 import { deploymentHandle, inBatch, answered } from '../lib/handle';
 import { template } from '../lib/pipeline';
+import { floorMs } from '../lib/run-times';
 import type { FromWorker } from '../lib/messages';
 
 const repo = path.join(__dirname, '..');
@@ -61,6 +63,9 @@ module.exports = {
 };
 `);
 
+// Takes as long as each call asks it to (test/fixtures/handlers/sleeper.js).
+const sleeper = path.join(__dirname, 'fixtures', 'handlers', 'sleeper.js');
+
 const batching = 'batching: { max_batch_size: 16, batch_wait_timeout_s: 0.05 }';
 const config = (head: string, embedder: string) => `
 max_cpus: 16
@@ -71,7 +76,7 @@ applications:
       - { name: embedder, handler: text, model: { path: ${embedder} }, options: { task: embedding, normalize: false }, ${batching} }
       - { name: head, model: { path: ./${head} }, ${batching} }
       - { name: classifier, handler: ${review}, model: { path: ${path.join(repo, 'examples', 'models', 'sentiment-head')} }, calls: [embedder] }
-      - { name: caller, handler: ./caller.js, model: { path: ./mlp.onnx }, calls: [embedder, head, other/echo] }
+      - { name: caller, handler: ./caller.js, model: { path: ./mlp.onnx }, calls: [embedder, head, other/echo, other/sleeper] }
     routes:
       - { path: /logits, pipeline: [embedder, { deployment: head, input: { inputs: { embedding: ["$.embedding"] } } }] }
       - { path: /missing, pipeline: [embedder, { deployment: head, input: { inputs: { embedding: ["$.vector"] } } }] }
@@ -86,7 +91,8 @@ applications:
   - name: other
     route_prefix: /other
     deployments:
-      - { name: echo, handler: ./echo.js, model: { path: ./mlp.onnx } }
+      - { name: echo, handler: ./echo.js, model: { path: ./mlp.onnx }, ingress: true }
+      - { name: sleeper, handler: ${sleeper}, model: { path: ./mlp.onnx } }
 `;
 
 let s: Served;
@@ -181,6 +187,26 @@ t.test('a call carries the request\'s id, and the model it names for a multiplex
     t.same(raw.body, { answer: { request_id: 'compose-3', body: { bytes: 'raw bytes', type: 'application/octet-stream' } } }, 'a Buffer goes as raw bytes');
 });
 
+t.test('a batch waiting for its call past its deadline is not taken for a hang: its clock stops while the call is out', async (t) => {
+    // The caller's version has finished batches by now (one here, should this test run alone): its batch deadline is
+    // learnt (lib/run-times.ts), at the floor for batches this quick. Its replica's one timer fires by then, and, the
+    // batch still waiting, is set again a deadline later; a call that outlasts two deadlines is sure to be out when
+    // the timer fires past the batch's deadline, whatever timer was pending when the batch began. The sleeper has
+    // finished no batch: its first has the first deadline, 30 s, and is not taken for a hang either.
+    const sleepMs = 2 * floorMs + 1500;
+    t.match((await s.post('/review/call', { target: 'other/echo', body: { warm: 1 } })).body, { answer: { body: { warm: 1 } } });
+    const replicas = async () => {
+        const apps = (await s.get('/-/status')).body.applications;
+        const of = (app: string, name: string) => apps.find((a: { name: string }) => a.name === app).deployments.find((d: { name: string }) => d.name === name).replicas;
+        return [...of('review', 'caller'), ...of('other', 'sleeper')].map((r: { id: string; pid: number; restarts: number; state: string }) => ({ id: r.id, pid: r.pid, restarts: r.restarts, state: r.state }));
+    };
+    const before = await replicas();
+    const slept = await s.post('/review/call', { target: 'other/sleeper', body: { sleep_ms: sleepMs } });
+    t.same([slept.status, slept.body], [200, { answer: { slept_ms: sleepMs } }], 'the call, longer than two of the caller\'s deadlines, is answered through it');
+    t.same(await replicas(), before, 'neither replica was killed or restarted');
+    t.notMatch(s.output(), /hung: a batch/, 'none was taken for a hang');
+});
+
 t.test('GET routes take the query string, as the handler declares', async (t) => {
     const empty = await s.get('/review/predict?text=');
     t.same([empty.status, empty.body.code], [400, 'INVALID_BODY']);
@@ -193,7 +219,7 @@ t.test('the call graph and the pipelines show in status and /openapi.json', asyn
     const status = (await s.get('/-/status')).body;
     const app = status.applications.find((a: { name: string }) => a.name === 'review');
     t.same(Object.fromEntries(app.deployments.map((d: { name: string; calls?: string[] }) => [d.name, d.calls])),
-        { embedder: undefined, head: undefined, classifier: ['review/embedder'], caller: ['review/embedder', 'review/head', 'other/echo'] });
+        { embedder: undefined, head: undefined, classifier: ['review/embedder'], caller: ['review/embedder', 'review/head', 'other/echo', 'other/sleeper'] });
     t.same(app.routes.find((r: { path: string }) => r.path === '/review/logits'), { method: 'POST', path: '/review/logits', deployment: 'embedder', pipeline: ['embedder', 'head'] });
     const doc = (await s.get('/openapi.json')).body;
     await validOpenApi(t, doc);

@@ -2,7 +2,8 @@
 // the folder is read and checked, the replica's cache (LRU), and where the scheduler sends a model's batch (fake
 // replicas, the front's real view of their caches). Then a real `tsserve up` with 5 small ONNX models that each add
 // their own constant, 2 replicas holding at most 2 each: every model answers correctly, evictions happen and are
-// counted in status and metrics, a hot model spreads to both replicas, and the folder's changes are served live.
+// counted in status and metrics, a hot model spreads to both replicas, and the folder's changes are served live;
+// a user_config edited in serve.yaml reaches the handler of every model a replica holds.
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -320,15 +321,18 @@ t.test('the scheduler: when every replica holding a model has its pipeline full,
     t.strictSame(await Promise.all(answers), ['b1:b', 'a1:a', 'a2:a', 'a3:a', 'a4:a']);
 });
 
-// A real `tsserve up`: 5 models, 2 replicas, at most 2 models each.
+// A real `tsserve up`: 5 models, 2 replicas, at most 2 models each. Beside it, for the user_config test, tuned: 4
+// adders on one replica holding up to 3, through test/fixtures/handlers/offset.js, which adds user_config.offset to
+// each answer. That test edits serve.yaml, so it comes after the one that sees no reload, and before the folder of
+// mux is emptied (a file naming an empty folder is refused).
 const dir = tmp();
 const models = path.join(dir, 'models');
 write(models, { 'a.onnx': adder(1), 'b.onnx': adder(2), 'c.onnx': adder(3), 'd.onnx': adder(4), 'e/model.onnx': adder(5) });
 const added: Record<string, number> = { a: 1, b: 2, c: 3, d: 4, e: 5 };
-let s: Served;
-
-t.before(async () => {
-    s = await serve(dir, `
+write(path.join(dir, 'tuned'), { 'a.onnx': adder(1), 'b.onnx': adder(2), 'c.onnx': adder(3), 'd.onnx': adder(4) });
+const offsetHandler = path.join(__dirname, 'fixtures', 'handlers', 'offset.js');
+/** serve.yaml, with tuned's user_config as YAML flow text. */
+const yaml = (userConfig: string) => `
 max_cpus: 8
 applications:
   - name: mux
@@ -338,7 +342,18 @@ applications:
         multiplex: { max_num_models_per_replica: 2 }
         num_replicas: 2
         batching: { max_batch_size: 4, batch_wait_timeout_s: 0.002 }
-`);
+  - name: tuned
+    deployments:
+      - name: model
+        handler: ${offsetHandler}
+        model: { path: ./tuned }
+        multiplex: { max_num_models_per_replica: 3 }
+        user_config: ${userConfig}
+`;
+let s: Served;
+
+t.before(async () => {
+    s = await serve(dir, yaml('{ offset: 100 }'));
 });
 t.teardown(() => s?.stop());
 
@@ -476,6 +491,45 @@ t.test('a model removed from the folder is refused, and the replicas drop it; on
     added.a = 100;
     await until(async () => right(await ask('a', 1), 'a', 1), { what: 'a, changed, answering 1 + 100' });
     t.ok(right(await ask('a', 2), 'a', 2));
+});
+
+t.test('a user_config change reconfigures the handler of every model a replica holds, and of those it loads later; one refused changes none', async (t) => {
+    const file = path.join(dir, 'serve.yaml');
+    const tuned = async () => (await s.get('/-/status')).body.applications.find((a: { name: string }) => a.name === 'tuned').deployments[0];
+    /** Model `id`'s answer for x, as the handler adds its offset: x + the model's constant + the offset. */
+    const y = async (id: string, x: number) => {
+        const a = await s.post('/tuned/predict', { x }, { serve_multiplexed_model_id: id });
+        return a.status === 200 ? a.body.y : a.body;
+    };
+    /** Rewrites serve.yaml with tuned's user_config, and resolves with the reload that the change makes. */
+    const edit = async (userConfig: string) => {
+        const reloads = (await s.get('/-/status')).body.config.reloads;
+        fs.writeFileSync(file, yaml(userConfig));
+        await until(async () => (await s.get('/-/status')).body.config.reloads > reloads, { what: () => `a reload of user_config ${userConfig}:\n${s.output()}` });
+        return (await s.get('/-/status')).body.config.last_reload;
+    };
+
+    // The replica starts with a; b is loaded on its first use. Both are held when user_config changes.
+    t.same([await y('a', 1), await y('b', 1)], [102, 103], 'offset 100 from the start, for the model started with and one loaded');
+    const before = await tuned();
+    t.same([...before.replicas[0].models].sort(), ['a', 'b'], 'the replica holds a and b');
+    t.equal(before.multiplex.model_loads, 1, 'b was loaded');
+
+    const applied = await edit('{ offset: 200 }');
+    t.same([applied.result, applied.errors, applied.changes.updated], ['applied', [], ['tuned/model']], 'applied in place, without an error');
+    t.same([await y('a', 1), await y('b', 1)], [202, 203], 'both held models answer with the new offset');
+    const after = await tuned();
+    t.equal(after.multiplex.model_loads, 1, 'neither was loaded again: their handlers were reconfigured in place');
+    t.equal(after.replicas[0].pid, before.replicas[0].pid, 'and the replica was not restarted');
+    t.equal(await y('c', 1), 204, 'c, loaded after the change, takes the new user_config');
+
+    const refused = await edit('{ offset: high }');
+    t.match(refused.errors, [/^tuned\/model#0: user_config\.offset must be a number \(received "high"\); user_config stays as it was$/]);
+    t.same([await y('a', 1), await y('b', 1), await y('c', 1)], [202, 203, 204], 'every held model keeps offset 200');
+    t.equal(await y('d', 1), 205, 'd, loaded after the refused change, takes the user_config in force');
+    const last = await tuned();
+    t.equal(last.multiplex.model_loads, 3, 'c and d were loaded');
+    t.equal(last.replicas[0].pid, before.replicas[0].pid, 'and the replica was never restarted');
 });
 
 t.test('tsserve status shows the models, the loads and evictions, and what each replica holds; an emptied folder serves none', async (t) => {

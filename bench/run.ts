@@ -119,7 +119,7 @@ const tsserve = (yaml: string) => [path.resolve(process.env.BENCH_CLI ?? path.jo
 const baseline = (...args: string[]) => [path.join(__dirname, 'baselines.js'), ...args];
 
 /** A serve.yaml like the example one, with this model, replicas and cpus. */
-function serveYaml(name: string, model: string, replicas: number, cpus: number): string {
+function serveYaml(name: string, model: string, replicas: number, cpus: number, inProcess = false): string {
     const file = path.join(out, `${name}.yaml`);
     fs.writeFileSync(file, `# written by bench/run.ts
 http_options: { host: 127.0.0.1, port: 8000, request_timeout_s: 60 }
@@ -135,7 +135,7 @@ applications:
         max_queued_requests: 256
         batching: { max_batch_size: 32, batch_wait_timeout_s: 0.002 }
         resources: { cpus: ${cpus}, gpus: 0 }
-        graceful_shutdown_timeout_s: 5
+        graceful_shutdown_timeout_s: 5${inProcess ? '\n        in_process: true' : ''}
 `);
     return file;
 }
@@ -164,19 +164,22 @@ async function figuresMlp(): Promise<void> {
     const sides = [
         { name: 'hapi echo', args: baseline('echo') },
         { name: 'hapi + onnxruntime', args: baseline('ort', path.join(out, 'mlp.onnx')) },
-        { name: 'tsserve', args: tsserve(serveYaml('mlp', 'mlp.onnx', 2, 1)) }
+        { name: 'tsserve', args: tsserve(serveYaml('mlp', 'mlp.onnx', 2, 1)) },
+        { name: 'tsserve in-process', args: tsserve(serveYaml('mlp-in-process', 'mlp.onnx', 2, 1, true)) }
     ].map((side) => ({ ...side, server: undefined as Server | undefined, rps: [] as number[], p50: [] as number[], cpu: [] as CpuUse[], cpu1: [] as CpuUse[] }));
     try {
         for (const side of sides) {
             side.server = await startOne(side.name, side.args);
         }
         const url = (side: typeof sides[number]) => `${side.server?.url}/mlp/predict`;
-        const [echo, ort, ts] = sides;
+        const [echo, ort, ts, local] = sides;
         if ((await post(url(echo), body)).text !== body.data) {
             throw new Error('the echo baseline does not echo');
         }
         const diff = maxDiff(await answer(url(ts), body, 'y'), await answer(url(ort), body, 'y'));
         checks.push(`mlp: tsserve and hapi + onnxruntime answers differ by at most ${diff.toExponential(1)}${diff < 1e-5 ? '' : ' (MISMATCH)'}`);
+        const same = (await post(url(ts), body)).text === (await post(url(local), body)).text;
+        checks.push(`mlp: tsserve's answers with replica processes and in-process are ${same ? 'the same bytes' : 'NOT the same (MISMATCH)'}`);
         for (const round of [1, 2]) {
             console.log(`  round ${round}`);
             for (const side of round === 1 ? sides : [...sides].reverse()) {
@@ -193,15 +196,17 @@ async function figuresMlp(): Promise<void> {
     finally {
         await Promise.all(sides.map((side) => side.server?.stop()));
     }
-    const [echo, ort, ts] = sides;
-    const f = (id: string, what: 'rps' | 'p50', base: typeof echo, baselineName: string, target?: Figure['target']) => figure({
-        id, name: what === 'rps' ? `MLP throughput, ${CONNECTIONS} conns` : 'MLP p50 latency, 1 conn', unit: what === 'rps' ? 'req/s' : 'ms',
-        tsserve: mean(ts[what]), baseline: mean(base[what]), baselineName, target
-    }, worst(what === 'rps' ? ts.cpu : ts.cpu1), worst(what === 'rps' ? base.cpu : base.cpu1));
+    const [echo, ort, ts, local] = sides;
+    const f = (id: string, what: 'rps' | 'p50', base: typeof echo, baselineName: string, target?: Figure['target'], side = ts) => figure({
+        id, name: `MLP ${what === 'rps' ? `throughput, ${CONNECTIONS} conns` : 'p50 latency, 1 conn'}${side === local ? ', in-process' : ''}`, unit: what === 'rps' ? 'req/s' : 'ms',
+        tsserve: mean(side[what]), baseline: mean(base[what]), baselineName, target
+    }, worst(what === 'rps' ? side.cpu : side.cpu1), worst(what === 'rps' ? base.cpu : base.cpu1));
     f('1a', 'rps', echo, 'hapi JSON echo', { op: '>=', value: 0.9 });
     f('1b', 'rps', ort, 'hapi + onnxruntime, 1 session', { op: '>=', value: 1.0 });
     f('2', 'p50', echo, 'hapi JSON echo', { op: '<=', value: 1.3 });
-    f('2*', 'p50', ort, 'hapi + onnxruntime, 1 session');
+    f('2*', 'p50', ort, 'hapi + onnxruntime, 1 session', { op: '<=', value: 2.0 });
+    f('1a-ip', 'rps', echo, 'hapi JSON echo', { op: '>=', value: 0.9 }, local);
+    f('2*-ip', 'p50', ort, 'hapi + onnxruntime, 1 session', { op: '<=', value: 1.3 }, local);
 }
 
 /**

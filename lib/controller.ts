@@ -28,7 +28,7 @@ export interface Changes {
 }
 
 /** Fields whose change needs new replica processes; any other field is applied in place. */
-const rollingFields = ['model', 'handler', 'options', 'resources', 'multiplex'] as const;
+const rollingFields = ['model', 'handler', 'options', 'resources', 'multiplex', 'in_process'] as const;
 
 const needsRestart = (a: DeploymentConfig, b: DeploymentConfig): boolean =>
     rollingFields.some((f) => JSON.stringify(a[f]) !== JSON.stringify(b[f]));

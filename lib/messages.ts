@@ -1,10 +1,12 @@
 // What the front process and a replica process say to each other over the IPC channel (serialization: 'advanced',
-// so typed arrays and Buffers cross as they are). Both sides import these types; nothing else crosses.
+// so typed arrays and Buffers cross as they are; large ones cross beside it, on the bulk channel: lib/bulk.ts). Both
+// sides import these types; nothing else crosses.
 import type { WireError } from './errors';
 import type { Signature } from './signature';
 import type { CacheReport } from './model-cache';
 import type { ModelRef } from './model-folder';
 import type { DeploymentConfig, LoggingConfig } from '../schemas/serve';
+import type { BulkArray } from './bulk';
 
 /**
  * What a replica process is started with (in its environment, as JSON): its deployment's config, its id, and where its
@@ -41,9 +43,10 @@ export type ToWorker =
      * `request_ids`: the id of each item's request, for the replica's log lines about the batch and for the calls its
      * handler makes; `deadlines_ms`: what is left of each item's request timeout as the batch leaves (sent to a
      * deployment that declares `calls`, whose calls carry it); `model`: a multiplexed deployment's model, which every
-     * request of the batch names (lib/multiplex.ts)
+     * request of the batch names (lib/multiplex.ts); `bulk`: the items' large arrays, whose `bulk_bytes` bytes were
+     * written to the replica's bulk channel just before (lib/bulk.ts), null in `items` until they are read
      */
-    | { type: 'batch'; id: number; items: unknown[]; request_ids?: string[]; deadlines_ms?: number[]; model?: ModelRef }
+    | { type: 'batch'; id: number; items: unknown[]; request_ids?: string[]; deadlines_ms?: number[]; model?: ModelRef; bulk?: BulkArray[]; bulk_bytes?: number }
     /** a multiplexed deployment's models that left its folder: the replica drops those it holds */
     | { type: 'unload'; ids: string[] }
     /** the answer to the replica's call `id` (lib/calls.ts): the target's JSON body, or its error */

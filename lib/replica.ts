@@ -13,6 +13,9 @@ import type { Body, FromWorker, ReplicaSpec, ToWorker } from './messages';
 import type { ModelRef } from './model-folder';
 import type { ReplicaModels } from './multiplex';
 import type { ReplicaStatus } from './status';
+import { InProcess } from './in-process';
+import { splitBulk, writeBulk } from './bulk';
+import type { Socket } from 'node:net';
 
 export type ReplicaState = 'STARTING' | 'RUNNING' | 'BACKOFF' | 'STOPPING' | 'STOPPED';
 
@@ -28,6 +31,17 @@ interface InFlight {
 
 const workerFile = path.join(__dirname, `worker${path.extname(__filename)}`);
 const maxBackoffMs = 30_000;
+
+/**
+ * What a replica's worker is to its supervisor: a forked process (lib/worker.ts) or, for a deployment `in_process`, a
+ * model host in the front process that acts as one (lib/in-process.ts).
+ */
+export interface ReplicaChild extends EventEmitter {
+    readonly pid?: number;
+    readonly connected: boolean;
+    send(msg: ToWorker): boolean;
+    kill(signal: NodeJS.Signals): boolean;
+}
 
 /** One supervised replica process. Its deployment's scheduler sees it as a SchedulerReplica (lib/scheduler.ts). */
 export class Replica extends EventEmitter {
@@ -52,7 +66,9 @@ export class Replica extends EventEmitter {
      * known alive since (lib/scheduler.ts): one killed at the same moment may not have been seen to exit yet.
      */
     aliveAt = -Infinity;
-    private child?: ChildProcess;
+    private child?: ReplicaChild;
+    /** a replica process's bulk channel (lib/bulk.ts): the pipe its batches' large arrays go through */
+    private bulk?: Socket;
     private inflight = new Map<number, InFlight>();
     private failures = 0;
     /** set by stop(): whatever the worker says after that, its exit is the end */
@@ -124,14 +140,18 @@ export class Replica extends EventEmitter {
         this.probing = undefined;
         this.healthPing = undefined;
         this.aliveAt = this.startedAt = performance.now();
-        const child = fork(workerFile, [], {
+        const child: ReplicaChild = this.spec.in_process ? new InProcess(this.spec, this.fields) : fork(workerFile, [], {
             serialization: 'advanced',
             // onnxruntime-node's telemetry shares a SQLite file across processes, and a replica killed while holding
             // it stalls the next one's start; an appliance has no business phoning home anyway. Opt in with 0.
             env: { ORT_DISABLE_TELEMETRY: '1', ...process.env, TSSERVE_REPLICA: JSON.stringify(this.spec) },
-            stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+            // its file descriptor 4: the bulk channel
+            stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe']
         });
         this.child = child;
+        this.bulk = (child as Partial<ChildProcess>).stdio?.[4] as Socket | undefined;
+        // A write racing the worker's death fails here; its 'exit' follows and settles the batches.
+        this.bulk?.on('error', () => {});
         this.pid = child.pid;
         child.on('message', (msg: FromWorker) => this.onMessage(msg));
         child.on('exit', (code, signal) => this.onExit(child, code, signal));
@@ -229,13 +249,13 @@ export class Replica extends EventEmitter {
         this.killedFor = why;
         this.fail(why);
         log.error(`replica ${this.spec.id}: ${why}; killing it`, this.fields);
-        (this.child as ChildProcess).kill('SIGKILL');
+        (this.child as ReplicaChild).kill('SIGKILL');
     }
 
     /** Sends a ping; resolves with its send time, which its pong brings back. */
     private ping(): number {
         const sent = performance.now();
-        (this.child as ChildProcess).send({ type: 'ping', sent } satisfies ToWorker);
+        (this.child as ReplicaChild).send({ type: 'ping', sent } satisfies ToWorker);
         return sent;
     }
 
@@ -279,7 +299,6 @@ export class Replica extends EventEmitter {
         const deadline = this.runTimes.deadline(head.rows);
         // waiting for its calls, whose own deadlines bound them: its clock starts again once they are answered
         if (now < this.since + deadline || this.calling) {
-            /* c8 ignore next - reachable (a batch still waiting for its calls past its deadline) but not tested yet: the issue note says so */
             this.watch(this.calling ? now + deadline : this.since + deadline);
             return;
         }
@@ -288,7 +307,7 @@ export class Replica extends EventEmitter {
         this.kill(`hung: a batch of ${head.rows} row(s) got no answer within ${(deadline / 1000).toFixed(1)}s, its deadline from what this version's batches take`);
     };
 
-    private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    private onExit(child: ReplicaChild, code: number | null, signal: NodeJS.Signals | null): void {
         clearTimeout(this.timers.health);
         clearTimeout(this.timers.pong);
         clearTimeout(this.timers.stuck);
@@ -334,7 +353,13 @@ export class Replica extends EventEmitter {
             if (model) {
                 (this.models as ReplicaModels).sent(model.id);
             }
-            (this.child as ChildProcess).send({ type: 'batch', id, items, request_ids: requestIds, deadlines_ms: deadlinesMs, model } satisfies ToWorker);
+            const batch: ToWorker = { type: 'batch', id, items, request_ids: requestIds, deadlines_ms: deadlinesMs, model };
+            const split = this.bulk && splitBulk(items);
+            if (split?.arrays.length) {
+                writeBulk(this.bulk as Socket, split);
+                Object.assign(batch, { items: split.items, bulk: split.arrays, bulk_bytes: split.bytes });
+            }
+            (this.child as ReplicaChild).send(batch);
         });
     }
 
@@ -358,7 +383,7 @@ export class Replica extends EventEmitter {
     reconfigure(userConfig: Record<string, unknown>): Promise<string | undefined> {
         return new Promise((resolve) => {
             this.once('reconfigured', resolve);
-            (this.child as ChildProcess).send({ type: 'reconfigure', user_config: userConfig } satisfies ToWorker);
+            (this.child as ReplicaChild).send({ type: 'reconfigure', user_config: userConfig } satisfies ToWorker);
         });
     }
 

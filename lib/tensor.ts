@@ -129,13 +129,15 @@ export function shapeMismatch(input: string, expected: ReadonlyArray<number | st
         { input, expected, received: shown });
 }
 
-/** Throws shapeMismatch() unless `dims` fit a model input's `expected` dims: the same rank, a first row, every fixed dim after the first (the batch). */
+/** Whether `dims` fit a model input's `expected` dims: the same rank, a first row, every fixed dim after the first (the batch). */
+export function fitsShape(expected: ReadonlyArray<number | string>, dims: readonly number[]): boolean {
+    return dims[0] !== 0 && dims.length === expected.length && !expected.some((d, i) => i > 0 && typeof d === 'number' && d >= 0 && d !== dims[i]);
+}
+
+/** Throws shapeMismatch() unless `dims` fit a model input's `expected` dims (fitsShape()). */
 export function checkShape(input: string, expected: ReadonlyArray<number | string>, dims: readonly number[]): void {
-    if (dims[0] === 0) {
-        throw shapeMismatch(input, expected, dims, ': at least one row is needed');
-    }
-    if (dims.length !== expected.length || expected.some((d, i) => i > 0 && typeof d === 'number' && d >= 0 && d !== dims[i])) {
-        throw shapeMismatch(input, expected, dims);
+    if (!fitsShape(expected, dims)) {
+        throw shapeMismatch(input, expected, dims, dims[0] === 0 ? ': at least one row is needed' : '');
     }
 }
 
@@ -259,7 +261,10 @@ export function bytesElements<T>(bytes: Buffer, count: number, input: string, ma
     return out;
 }
 
-/** Little-endian bytes to a typed tensor (copied, so the view is aligned); BYTES elements to strings (UTF-8 text only). */
+/**
+ * Little-endian bytes to a typed tensor: a view of them where they are aligned for its type, else a copy, which is; BYTES
+ * elements to strings (UTF-8 text only).
+ */
 export function fromBytes(bytes: Buffer, type: string, dims: number[], input: string): Tensor {
     if (type === STRING) {
         let n = 0;
@@ -277,8 +282,10 @@ export function fromBytes(bytes: Buffer, type: string, dims: number[], input: st
     if (bytes.length !== size(dims) * d.ctor.BYTES_PER_ELEMENT) {
         throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} has ${bytes.length} bytes, but shape ${showDims(dims)} of ${type} needs ${size(dims) * d.ctor.BYTES_PER_ELEMENT}`, { input });
     }
-    const copy = new Uint8Array(bytes).buffer;
-    return { type, data: new d.ctor(copy), dims };
+    const data = bytes.byteOffset % d.ctor.BYTES_PER_ELEMENT === 0
+        ? new (d.ctor as unknown as new (b: ArrayBufferLike, offset: number, length: number) => TypedArray)(bytes.buffer, bytes.byteOffset, size(dims))
+        : new d.ctor(new Uint8Array(bytes).buffer);
+    return { type, data, dims };
 }
 
 /** The JSON number (or string) of an element of a tensor of this type: int64 as a number, half precision as its value. */
@@ -360,6 +367,11 @@ export function concatRows(parts: Tensor[], padTo = 0): Tensor {
         const data = parts.flatMap((p) => [...p.data as unknown as string[]]).concat(new Array<string>((total - rows) * stride).fill(''));
         return { type: first.type, data: data as never, dims: [total, ...first.dims.slice(1)] };
     }
+    if (total === rows && contiguous(parts)) {
+        // one after another in one buffer (a batch's bulk bytes in a replica, lib/bulk.ts): their view is the batch
+        const view = first.data.constructor as unknown as new (b: ArrayBufferLike, offset: number, length: number) => TypedArray;
+        return { type: first.type, data: new view(first.data.buffer, first.data.byteOffset, total * stride), dims: [total, ...first.dims.slice(1)] };
+    }
     const data = new (first.data.constructor as Ctor)(total * stride);
     let at = 0;
     for (const p of parts) {
@@ -367,4 +379,16 @@ export function concatRows(parts: Tensor[], padTo = 0): Tensor {
         at += p.data.length;
     }
     return { type: first.type, data, dims: [total, ...first.dims.slice(1)] };
+}
+
+/** Whether tensors' data lie one after another, in order, in one buffer, each of the first one's kind. */
+function contiguous(parts: Tensor[]): boolean {
+    for (let i = 1; i < parts.length; i++) {
+        const a = parts[i - 1].data;
+        const b = parts[i].data;
+        if (b.buffer !== a.buffer || b.byteOffset !== a.byteOffset + a.byteLength || b.constructor !== a.constructor) {
+            return false;
+        }
+    }
+    return true;
 }

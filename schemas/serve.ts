@@ -114,6 +114,8 @@ export const deployment = Joi.object({
         .description('requests waiting in the deployment queue; beyond this: 503 with Retry-After'),
     batching: batching.default(),
     resources: resources.default(),
+    in_process: Joi.boolean().default(false)
+        .description('run the replicas in the front process rather than each in its own (lib/in-process.ts): no hop to a process, for small trusted models; a crash of the model or handler then takes tsserve down, and a hung batch cannot be killed'),
     graceful_shutdown_timeout_s: Joi.number().min(0).max(3600).default(20),
     health_check_period_s: Joi.number().min(0.1).max(3600).default(10),
     health_check_timeout_s: Joi.number().min(0.1).max(3600).default(30),
@@ -218,6 +220,8 @@ export interface DeploymentConfig {
     max_queued_requests: number;
     batching: { max_batch_size: number; batch_wait_timeout_s: number };
     resources: { cpus: number; gpus: number };
+    /** its replicas run in the front process (lib/in-process.ts) */
+    in_process: boolean;
     graceful_shutdown_timeout_s: number;
     health_check_period_s: number;
     health_check_timeout_s: number;

@@ -61,6 +61,7 @@ t.test('a minimal file gets every default from the schema', async (t) => {
         max_queued_requests: 256,
         batching: { max_batch_size: 32, batch_wait_timeout_s: 0.002 },
         resources: { cpus: 1, gpus: 0 },
+        in_process: false,
         graceful_shutdown_timeout_s: 20,
         health_check_period_s: 10,
         health_check_timeout_s: 30,

@@ -8,6 +8,7 @@ import type { Feeds, Tensor } from '../lib/tensor';
 import { fixedBatch, type Signature, type TensorInfo } from '../lib/signature';
 import { checkOutputs, readInfer, type InferRequest } from '../lib/oip-request';
 import { answered, writeAnswer, type AnswerTo } from '../lib/oip-answer';
+import { JsonTensors, readJson } from '../lib/json-tensor';
 import type { Handler, HandlerFactory, Parsed, RequestIn } from '../lib/handler';
 
 /** A request's tensors, and for a request to a V2 route, what its answer is written for. */
@@ -166,9 +167,20 @@ export const tensor: HandlerFactory<Item> = () => {
                 const { id, outputs, binary } = request;
                 return { ...parsed, item: { feeds: parsed.item.feeds, oip: { ...req.oip, id, outputs, binary } } };
             }
-            const inputs = (req.payload as { inputs?: unknown } | null)?.inputs;
-            if (Buffer.isBuffer(req.payload) || (Array.isArray(inputs) && inputs.length && !Array.isArray(inputs[0]) && typeof inputs[0] === 'object')) {
-                return check(oipFeeds(readInfer(req.payload, headerLength), sig), sig);
+            // A JSON body the front door kept raw (lib/http.ts) is scanned straight into typed arrays (lib/json-tensor.ts);
+            // one that is not in the scanner's form, or whose tensors the model would not take as they are, goes the
+            // ordinary way, as parsed JSON, and is answered as it always is.
+            let payload = Buffer.isBuffer(req.payload) && req.contentType === 'application/json' ? readJson(req.payload) : req.payload;
+            if (payload instanceof JsonTensors) {
+                const feeds = payload.feeds(sig);
+                if (feeds) {
+                    return check(feeds, sig);
+                }
+                payload = payload.value();
+            }
+            const inputs = (payload as { inputs?: unknown } | null)?.inputs;
+            if (Buffer.isBuffer(payload) || (Array.isArray(inputs) && inputs.length && !Array.isArray(inputs[0]) && typeof inputs[0] === 'object')) {
+                return check(oipFeeds(readInfer(payload, headerLength), sig), sig);
             }
             if (inputs === undefined || inputs === null) {
                 throw fail('INVALID_BODY', 'the body must be {"inputs": {"<input name>": <nested array>}}');

@@ -19,6 +19,7 @@ import { countError, countRequest, inFlight, metrics, registry, watchSources } f
 import { bytesIn, logAccess } from './access-log';
 import { oipRoutes, v2Prefix } from './oip';
 import { runPipeline } from './pipeline';
+import { parsedJson, readJson } from './json-tensor';
 import type { Controller, Route } from './controller';
 import type { Deployment } from './deployment';
 import type { ConfigWatcher } from './watcher';
@@ -37,6 +38,8 @@ declare module '@hapi/hapi' {
         route?: Route;
         /** the catalogue code of its error answer */
         code?: string;
+        /** its JSON body is read raw, for the tensor handler's scanner (lib/json-tensor.ts), rather than parsed by hapi */
+        rawJson?: boolean;
         /** from the scheduler (lib/scheduler.ts, Trace): ms in the queue and rows in the batch that answered it */
         queueMs?: number;
         batchRows?: number;
@@ -147,6 +150,28 @@ function readiness(controller: Controller, app?: string): { ready: true } {
         throw fail('REPLICA_UNAVAILABLE', why.tsserve === 'shutting down' ? 'tsserve is shutting down' : `not ${what} has a replica running; see /-/status`, { not_ready: why });
     }
     return { ready: true };
+}
+
+/**
+ * A Content-Type under which hapi parses a body as JSON, which it would accept whole (no duplicate parameter, say):
+ * none, or application/json with at most a UTF-8 charset (hapi reads JSON as UTF-8 whatever the charset).
+ */
+const plainJson = /^(application\/json(\s*;\s*charset=(utf-8|"utf-8"))?)?$/i;
+
+/**
+ * Before hapi reads a model route's body: a JSON body for a route whose deployment has the tensor handler (not a
+ * pipeline's) is to reach it raw, for its scanner to read straight into typed arrays (lib/json-tensor.ts), so hapi is
+ * told it is application/octet-stream; request.app.contentType still says application/json. The handler's own
+ * answer to it (lib/json-tensor.ts, readJson()) is hapi's, invalid JSON included. Other bodies are left to hapi.
+ */
+function rawTensorJson(controller: Controller, request: Hapi.Request): void {
+    if (request.app.contentType === 'application/json' && plainJson.test(request.raw.req.headers['content-type'] ?? '')) {
+        const route = controller.routes.get(request.path)?.get(request.method.toUpperCase());
+        if (route && !route.steps && route.deployment.config.handler === 'tensor') {
+            request.headers['content-type'] = 'application/octet-stream';
+            request.app.rawJson = true;
+        }
+    }
 }
 
 /** A GET request's input: its query string, checked against the handler's querySchema(); what that makes of it is the body. */
@@ -310,9 +335,20 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 payload: {
                     ...bodyLimits, parse: true, output: 'data', multipart: { output: 'data' },
                     allow: ['application/json', 'application/octet-stream', 'multipart/form-data']
+                },
+                // (this route's alone: the others' bodies are not the tensor handler's)
+                ext: {
+                    onPreAuth: {
+                        method: (request, h) => {
+                            rawTensorJson(controller, request);
+                            return h.continue;
+                        }
+                    }
                 }
             },
             handler: async (request, h) => {
+                // a raw JSON body is read first, as hapi reads one before the handler: invalid JSON is refused as it was
+                const payload = request.app.rawJson ? readJson(request.payload as Buffer | null) : request.payload;
                 if (!controller.config) {
                     // the first config's model files are being read: its routes are known once they are, which a
                     // request waits for within its timeout
@@ -344,7 +380,7 @@ export function createServer(controller: Controller, watcher: ConfigWatcher, opt
                 // a GET route's input is its query string, as the handler declares it (lib/handler.ts, querySchema)
                 const req = method === 'GET'
                     ? { payload: queryInput(route.deployment, request.query), headers: request.raw.req.headers, contentType: 'application/json' }
-                    : { payload: request.payload, headers: request.raw.req.headers, contentType: request.app.contentType };
+                    : { payload: route.steps || route.deployment.config.handler !== 'tensor' ? parsedJson(payload) : payload, headers: request.raw.req.headers, contentType: request.app.contentType };
                 const body = route.steps
                     ? await runPipeline(route.steps, req, options.requestTimeoutMs, request.raw.res, request.app)
                     : await route.deployment.handle(req, options.requestTimeoutMs, request.raw.res, request.app);

@@ -205,7 +205,7 @@ async function figuresMlp(): Promise<void> {
     f('1b', 'rps', ort, 'hapi + onnxruntime, 1 session', { op: '>=', value: 1.0 });
     f('2', 'p50', echo, 'hapi JSON echo', { op: '<=', value: 1.3 });
     f('2*', 'p50', ort, 'hapi + onnxruntime, 1 session', { op: '<=', value: 2.0 });
-    f('1a-ip', 'rps', echo, 'hapi JSON echo', { op: '>=', value: 0.9 }, local);
+    f('1a-ip', 'rps', echo, 'hapi JSON echo', undefined, local);
     f('2*-ip', 'p50', ort, 'hapi + onnxruntime, 1 session', { op: '<=', value: 1.3 }, local);
 }
 

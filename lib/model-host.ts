@@ -177,6 +177,28 @@ export class ModelHost {
         (status < 500 ? this.log.warn : this.log.error)(`a batch of ${items} request(s) failed: ${wire.code}: ${wire.message}`, { request_ids: ids, err });
     }
 
+    /**
+     * A new user_config, for every model's handler (a multiplexed deployment's) and those of the models loaded from now
+     * on. One refused by any handler is applied by none: those that took it get the one before back.
+     */
+    private async reconfigure(userConfig: Record<string, unknown>, ready: Ready): Promise<void> {
+        const took: Ready[] = [];
+        try {
+            for (const m of this.models?.values() ?? [ready]) {
+                await m.handler.reconfigure(userConfig, m.session.signature);
+                took.push(m);
+            }
+        }
+        catch (err) {
+            for (const m of took) {
+                // (each took it once)
+                await m.handler.reconfigure(this.userConfig, m.session.signature);
+            }
+            throw err;
+        }
+        this.userConfig = userConfig;
+    }
+
     /** A message from the supervisor. Pings and call answers are answered at once; the rest wait their turn. */
     receive(msg: ToWorker): void {
         if (msg.type === 'ping') {
@@ -200,13 +222,7 @@ export class ModelHost {
                 }));
             }
             else if (msg.type === 'reconfigure') {
-                // every model's handler (a multiplexed deployment's), and those of the models loaded from now on
-                this.send(await Promise.resolve().then(async () => {
-                    for (const m of this.models?.values() ?? [ready]) {
-                        await m.handler.reconfigure(msg.user_config, m.session.signature);
-                    }
-                    this.userConfig = msg.user_config;
-                }).then(() => ({ type: 'reconfigured' }), (err: Error) => ({ type: 'reconfigured', error: err.message })));
+                this.send(await this.reconfigure(msg.user_config, ready).then(() => ({ type: 'reconfigured' }), (err: Error) => ({ type: 'reconfigured', error: err.message })));
             }
             else if (msg.type === 'unload') {
                 (this.models as ModelCache<Ready>).drop(msg.ids);

@@ -2,14 +2,16 @@
 // same answers, byte for byte, as replica processes give for every datatype, on the application route and the Open
 // Inference Protocol's (JSON and binary); a handler's error answered as a replica process's is; a batch past its
 // deadline gets its replica replaced and its request answered; a model that fails to load is reported as one in a
-// process is; a live change of its logging_config and user_config; a clean stop.
+// process is; a multiplexed deployment; a live change of its logging_config and user_config; a clean stop.
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fixtures, serve, until, type Served } from './helpers';
+import { datatype, raws, values } from './dtype-values';
 
 const dir = fixtures();
 const stall = path.join(__dirname, 'fixtures', 'handlers', 'stall.js');
+const adders = path.join(__dirname, '..', 'examples', 'models', 'adders');
 let s: Served;
 
 const config = (extra = '', stallInProcess = true) => `
@@ -27,37 +29,15 @@ applications:
   - name: broken
     deployments:
       - { name: model, in_process: true, model: { path: ./broken.onnx } }
+  - name: mux
+    deployments:
+      - { name: model, in_process: true, model: { path: ${adders} }, multiplex: { max_num_models_per_replica: 2 } }
 `;
 
 t.before(async () => {
     s = await serve(dir, config());
 });
 t.teardown(() => s?.stop());
-
-/** The dtypes model's inputs (test/oip.test.ts has the same), one per datatype, these values for a [2, 2] shape. */
-const values: Record<string, unknown[]> = {
-    bool: [true, false, false, true], uint8: [0, 1, 254, 255], uint16: [0, 1, 65534, 65535], uint32: [0, 1, 4294967294, 4294967295],
-    uint64: [0, 1, 2 ** 53 - 1, 2 ** 32], int8: [-128, -1, 0, 127], int16: [-32768, -1, 0, 32767], int32: [-2147483648, -1, 0, 2147483647],
-    int64: [-(2 ** 53 - 1), -1, 0, 2 ** 53 - 1], fp16: [0.5, -2, 65504, 0.0999755859375], fp32: [0.5, -2, 3.4028234663852886e38, 0.10000000149011612],
-    fp64: [0.1, -2, 1e300, 5e-324], bytes: ['héllo ✓', '', 'a\tb', '日本語']
-};
-const datatype = (name: string) => name === 'bytes' ? 'BYTES' : name.toUpperCase();
-const bytesOf = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-/** The BYTES elements of the binary extension: each a 4-byte little-endian length, then its bytes. */
-const elements = (...xs: string[]) => Buffer.concat(xs.flatMap((x) => {
-    const b = Buffer.from(x);
-    const n = Buffer.alloc(4);
-    n.writeUInt32LE(b.length);
-    return [n, b];
-}));
-const raws: Record<string, Buffer> = {
-    bool: Buffer.from([1, 0, 0, 1]), uint8: Buffer.from([0, 1, 254, 255]), uint16: bytesOf(Uint16Array.of(0, 1, 65534, 65535)),
-    uint32: bytesOf(Uint32Array.of(0, 1, 4294967294, 4294967295)), uint64: bytesOf(BigUint64Array.of(0n, 1n, 2n ** 64n - 2n, 2n ** 64n - 1n)),
-    int8: bytesOf(Int8Array.of(-128, -1, 0, 127)), int16: bytesOf(Int16Array.of(-32768, -1, 0, 32767)), int32: bytesOf(Int32Array.of(-2147483648, -1, 0, 2147483647)),
-    int64: bytesOf(BigInt64Array.of(-(2n ** 63n), -1n, 0n, 2n ** 63n - 1n)), fp16: bytesOf(Uint16Array.of(0x7e00, 0x7c00, 0x0001, 0x8000)),
-    fp32: bytesOf(Float32Array.of(Infinity, -0, 1.5, 3.4028234663852886e38)), fp64: bytesOf(Float64Array.of(-Infinity, 0.1, 1e-310, Number.MAX_VALUE)),
-    bytes: elements('', '✓', '日', 'a'.repeat(300))
-};
 
 /** A POST's status, content type and body's bytes. */
 async function send(route: string, body: Buffer | string, headers: Record<string, string> = { 'content-type': 'application/json' }): Promise<{ status: number; type: string | null; bytes: Buffer }> {
@@ -100,6 +80,17 @@ t.test('in the front process: its replica is the server, and serves as one', asy
     t.equal(local.replicas[0].pid, s.proc.pid, 'the in-process replica\'s pid is tsserve\'s');
     t.not(proc.replicas[0].pid, s.proc.pid, 'a replica process has its own');
     t.equal(local.replicas[0].state, 'RUNNING');
+});
+
+t.test('a multiplexed deployment in-process: each model answers, loaded on its first use', async (t) => {
+    const y = async (id: string) => {
+        const res = await s.post('/mux/predict', { inputs: [[1, 2, 3]] }, { serve_multiplexed_model_id: id });
+        return res.status === 200 ? Object.values(res.body.outputs as Record<string, number[][]>)[0][0][0] : res.body;
+    };
+    t.same([await y('plus1'), await y('plus10'), await y('plus100'), await y('plus1')], [2, 11, 101, 2]);
+    const replica = (await s.get('/-/status')).body.applications.find((a: { name: string }) => a.name === 'mux').deployments[0].replicas[0];
+    t.equal(replica.pid, s.proc.pid);
+    t.equal(replica.models.length, 2, 'at most 2 held');
 });
 
 t.test('a handler\'s error is answered, and the deployment goes on serving', async (t) => {

@@ -493,7 +493,7 @@ t.test('a model removed from the folder is refused, and the replicas drop it; on
     t.ok(right(await ask('a', 2), 'a', 2));
 });
 
-t.test('a user_config change reconfigures the handler of every model a replica holds, and of those it loads later; one refused changes none', async (t) => {
+t.test('a user_config change reconfigures the handler of every model a replica holds, and of those it loads later; one refused, by any of them, changes none', async (t) => {
     const file = path.join(dir, 'serve.yaml');
     const tuned = async () => (await s.get('/-/status')).body.applications.find((a: { name: string }) => a.name === 'tuned').deployments[0];
     /** Model `id`'s answer for x, as the handler adds its offset: x + the model's constant + the offset. */
@@ -526,6 +526,10 @@ t.test('a user_config change reconfigures the handler of every model a replica h
     const refused = await edit('{ offset: high }');
     t.match(refused.errors, [/^tuned\/model#0: user_config\.offset must be a number \(received "high"\); user_config stays as it was$/]);
     t.same([await y('a', 1), await y('b', 1), await y('c', 1)], [202, 203, 204], 'every held model keeps offset 200');
+    // refused by the second held model, after the first took it: the first gets offset 200 back
+    const second = await edit('{ offset: 300, refuse_second: true }');
+    t.match(second.errors, [/^tuned\/model#0: user_config refused by the second model given it; user_config stays as it was$/]);
+    t.same([await y('a', 1), await y('b', 1), await y('c', 1)], [202, 203, 204], 'every held model keeps offset 200, the one that took 300 too');
     t.equal(await y('d', 1), 205, 'd, loaded after the refused change, takes the user_config in force');
     const last = await tuned();
     t.equal(last.multiplex.model_loads, 3, 'c and d were loaded');

@@ -9,6 +9,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { fixtures, held, serve, until, validOpenApi, type Served } from './helpers';
 import { fromHalf, toHalf } from '../lib/tensor';
+import { bytesOf, datatype, elements, raws, values } from './dtype-values';
 
 const dir = fixtures();
 const iris = path.join(__dirname, '..', 'examples', 'handlers', 'iris_handler.js');
@@ -101,16 +102,6 @@ function split(res: { headers: http.IncomingHttpHeaders; bytes: Buffer }): { hea
     return { header: JSON.parse(res.bytes.subarray(0, n).toString()), rest: res.bytes.subarray(n) };
 }
 
-/** BYTES elements as the binary extension sends them: each a 4-byte little-endian length, then its bytes. */
-function elements(...items: Array<Buffer | string>): Buffer {
-    return Buffer.concat(items.flatMap((item) => {
-        const bytes = Buffer.from(item);
-        const length = Buffer.alloc(4);
-        length.writeUInt32LE(bytes.length);
-        return [length, bytes];
-    }));
-}
-
 /** BYTES elements read back from the binary extension's bytes. */
 function readElements(bytes: Buffer): string[] {
     const out: string[] = [];
@@ -119,9 +110,6 @@ function readElements(bytes: Buffer): string[] {
     }
     return out;
 }
-
-/** The bytes of a typed array. */
-const bytesOf = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 /**
  * One of the protocol's example messages (test/fixtures/oip): its first line, its headers, its JSON body, and the
@@ -348,23 +336,6 @@ t.test('Triton\'s binary example, byte for byte, with its Content-Type and with 
     }
 });
 
-/** The dtypes model's inputs, one per datatype (each named after it), these values for a [2, 2] shape of each. */
-const values: Record<string, unknown[]> = {
-    bool: [true, false, false, true], uint8: [0, 1, 254, 255], uint16: [0, 1, 65534, 65535], uint32: [0, 1, 4294967294, 4294967295],
-    uint64: [0, 1, 2 ** 53 - 1, 2 ** 32], int8: [-128, -1, 0, 127], int16: [-32768, -1, 0, 32767], int32: [-2147483648, -1, 0, 2147483647],
-    int64: [-(2 ** 53 - 1), -1, 0, 2 ** 53 - 1], fp16: [0.5, -2, 65504, 0.0999755859375], fp32: [0.5, -2, 3.4028234663852886e38, 0.10000000149011612],
-    fp64: [0.1, -2, 1e300, 5e-324], bytes: ['héllo ✓', '', 'a\tb', '日本語']
-};
-/** Each datatype's values as the binary extension sends them. */
-const raws: Record<string, Buffer> = {
-    bool: Buffer.from([1, 0, 0, 1]), uint8: Buffer.from([0, 1, 254, 255]), uint16: bytesOf(Uint16Array.of(0, 1, 65534, 65535)),
-    uint32: bytesOf(Uint32Array.of(0, 1, 4294967294, 4294967295)), uint64: bytesOf(BigUint64Array.of(0n, 1n, 2n ** 64n - 2n, 2n ** 64n - 1n)),
-    int8: bytesOf(Int8Array.of(-128, -1, 0, 127)), int16: bytesOf(Int16Array.of(-32768, -1, 0, 32767)), int32: bytesOf(Int32Array.of(-2147483648, -1, 0, 2147483647)),
-    int64: bytesOf(BigInt64Array.of(-(2n ** 63n), -1n, 0n, 2n ** 63n - 1n)), fp16: bytesOf(Uint16Array.of(0x7e00, 0x7c00, 0x0001, 0x8000)),
-    fp32: bytesOf(Float32Array.of(Infinity, -0, 1.5, 3.4028234663852886e38)), fp64: bytesOf(Float64Array.of(-Infinity, 0.1, 1e-310, Number.MAX_VALUE)),
-    bytes: elements('', '✓', Buffer.from([0xe6, 0x97, 0xa5]), 'a'.repeat(300))
-};
-const datatype = (name: string) => name === 'bytes' ? 'BYTES' : name.toUpperCase();
 /** A JSON request to the dtypes model: every input, [rows, n], from `of`. */
 const dtypesJson = (of: (name: string) => unknown[], shape = [2, 2], extra = {}) =>
     JSON.stringify({ inputs: Object.keys(values).map((name) => ({ name, shape, datatype: datatype(name), data: of(name) })), ...extra });

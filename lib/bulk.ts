@@ -14,22 +14,15 @@ export const bulkMinBytes = 32 * 1024;
 const align = 8;
 const zeros = Buffer.alloc(align);
 
-type View = Exclude<NodeJS.TypedArray, never>;
+type View = NodeJS.TypedArray;
+
+type ViewCtor = new (buf: ArrayBuffer, offset: number, length: number) => View;
 
 /** The constructors a bulk array is made again by, by name (a Buffer stays a Buffer). */
 const ctors: Record<string, (buf: ArrayBuffer, offset: number, length: number) => View> = {
     Buffer: (b, o, n) => Buffer.from(b, o, n),
-    Uint8Array: (b, o, n) => new Uint8Array(b, o, n),
-    Uint8ClampedArray: (b, o, n) => new Uint8ClampedArray(b, o, n),
-    Int8Array: (b, o, n) => new Int8Array(b, o, n),
-    Uint16Array: (b, o, n) => new Uint16Array(b, o, n),
-    Int16Array: (b, o, n) => new Int16Array(b, o, n),
-    Uint32Array: (b, o, n) => new Uint32Array(b, o, n),
-    Int32Array: (b, o, n) => new Int32Array(b, o, n),
-    Float32Array: (b, o, n) => new Float32Array(b, o, n),
-    Float64Array: (b, o, n) => new Float64Array(b, o, n),
-    BigInt64Array: (b, o, n) => new BigInt64Array(b, o, n),
-    BigUint64Array: (b, o, n) => new BigUint64Array(b, o, n)
+    ...Object.fromEntries(([Uint8Array, Uint8ClampedArray, Int8Array, Uint16Array, Int16Array, Uint32Array, Int32Array, Float32Array, Float64Array,
+        BigInt64Array, BigUint64Array] as ViewCtor[]).map((C) => [C.name, (b: ArrayBuffer, o: number, n: number) => new C(b, o, n)]))
 };
 
 /** One array of a batch sent as bulk bytes: where it goes in the items, its kind, and where its bytes lie. */

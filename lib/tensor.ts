@@ -21,7 +21,7 @@ export interface Tensor {
 
 export type Feeds = Record<string, Tensor>;
 
-type Ctor = { new(n: number): TypedArray; new(b: ArrayBuffer): TypedArray; BYTES_PER_ELEMENT: number };
+type Ctor = { new(n: number): TypedArray; new(b: ArrayBufferLike, offset?: number, length?: number): TypedArray; BYTES_PER_ELEMENT: number };
 
 interface DType {
     ctor: Ctor;
@@ -283,7 +283,7 @@ export function fromBytes(bytes: Buffer, type: string, dims: number[], input: st
         throw fail('INPUT_SHAPE_MISMATCH', `input ${quote(input)} has ${bytes.length} bytes, but shape ${showDims(dims)} of ${type} needs ${size(dims) * d.ctor.BYTES_PER_ELEMENT}`, { input });
     }
     const data = bytes.byteOffset % d.ctor.BYTES_PER_ELEMENT === 0
-        ? new (d.ctor as unknown as new (b: ArrayBufferLike, offset: number, length: number) => TypedArray)(bytes.buffer, bytes.byteOffset, size(dims))
+        ? new d.ctor(bytes.buffer, bytes.byteOffset, size(dims))
         : new d.ctor(new Uint8Array(bytes).buffer);
     return { type, data, dims };
 }
@@ -369,8 +369,7 @@ export function concatRows(parts: Tensor[], padTo = 0): Tensor {
     }
     if (total === rows && contiguous(parts)) {
         // one after another in one buffer (a batch's bulk bytes in a replica, lib/bulk.ts): their view is the batch
-        const view = first.data.constructor as unknown as new (b: ArrayBufferLike, offset: number, length: number) => TypedArray;
-        return { type: first.type, data: new view(first.data.buffer, first.data.byteOffset, total * stride), dims: [total, ...first.dims.slice(1)] };
+        return { type: first.type, data: new (first.data.constructor as Ctor)(first.data.buffer, first.data.byteOffset, total * stride), dims: [total, ...first.dims.slice(1)] };
     }
     const data = new (first.data.constructor as Ctor)(total * stride);
     let at = 0;
